@@ -1,0 +1,108 @@
+"""``recurrent``: a GRU/LSTM hidden state as a one-token memory.
+
+The only built-in memory whose state is differentiable: inside one ``forward`` chunk the graph runs
+through the hidden state (truncated BPTT); the state handed back is detached, like every memory's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from embodimem.memory import register_memory
+from embodimem.memory.base import Memory, MemoryConfig, Readout
+from embodimem.memory.state import State
+
+
+@dataclass
+class RecurrentConfig(MemoryConfig):
+    hidden: int = 128  # readout width H
+    cell: str = "gru"  # "gru" or "lstm"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.hidden <= 0:
+            raise ValueError(f"RecurrentConfig.hidden must be > 0, got {self.hidden}")
+        if self.cell not in ("gru", "lstm"):
+            raise ValueError(f"RecurrentConfig.cell must be 'gru' or 'lstm', got {self.cell!r}")
+
+    @classmethod
+    def example(cls) -> RecurrentConfig:
+        return cls(dim=8, tokens_per_step=2, hidden=12)
+
+
+@register_memory("recurrent")
+class RecurrentMemory(Memory):
+    """h_t = cell(mean_N(x_t), h_{t-1}); read = h_t as one token [B,1,H] (source id = last written step)."""
+
+    config_class = RecurrentConfig
+    config: RecurrentConfig
+
+    def __init__(self, config: RecurrentConfig):
+        super().__init__(config)
+        cls = nn.GRUCell if config.cell == "gru" else nn.LSTMCell
+        self.cell = cls(config.dim, config.hidden)
+
+    @property
+    def readout_dim(self) -> int:
+        return self.config.hidden
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        H = self.config.hidden
+        state = {
+            "h": torch.zeros(batch_size, H, device=device),
+            "step": torch.zeros(batch_size, dtype=torch.long, device=device),
+            "last_id": torch.full((batch_size,), -1, dtype=torch.long, device=device),
+        }
+        if self.config.cell == "lstm":
+            state["c"] = torch.zeros(batch_size, H, device=device)
+        return state
+
+    def _advance(self, state: State, x: torch.Tensor, t: torch.Tensor | None) -> State:
+        """One cell update (keeps the graph); x [B,N,D] is mean-pooled over N first."""
+        inp = x.mean(dim=1).to(state["h"].dtype)
+        if self.config.cell == "lstm":
+            h, c = self.cell(inp, (state["h"], state["c"]))
+            new = {"h": h, "c": c}
+        else:
+            new = {"h": self.cell(inp, state["h"])}
+        new["last_id"] = state["step"] if t is None else t.to(torch.long)
+        new["step"] = state["step"] + 1
+        return new
+
+    @torch.no_grad()
+    def write(self, state: State, item: torch.Tensor, *, t: torch.Tensor | None = None, **_: Any) -> State:
+        """Fold item [B,N,D] into the hidden state (no grad)."""
+        return self._advance(state, self.check_tokens(item, "item"), t)
+
+    def read(self, state: State, query: torch.Tensor | None = None, **_: Any) -> Readout:
+        """The hidden state as one token [B,1,H]; masked until the first write of the episode."""
+        ids = state["last_id"][:, None]
+        return Readout(tokens=state["h"][:, None], mask=ids >= 0, source_ids=ids,
+                       time_span=torch.stack([ids, ids], dim=-1))
+
+    def step(self, state: State, x_t: torch.Tensor, *, is_first: torch.Tensor,
+             t: torch.Tensor | None = None, **_: Any) -> tuple[Readout, State]:
+        """Like the base step, but the readout keeps the graph to x_t and the cell parameters."""
+        x_t = self.check_tokens(x_t)
+        state = self.reset(state, self.check_mask(is_first, x_t.shape[0], "is_first"))
+        state = self._advance(state, x_t, t)
+        return self.read(state), {k: v.detach() for k, v in state.items()}
+
+    def forward(self, state: State, x: torch.Tensor, *, is_first: torch.Tensor,
+                t: torch.Tensor | None = None, **_: Any) -> tuple[Readout, State]:
+        """x [B,T,N,D]: the graph runs through h across the chunk; reset multiplies rows to the fresh zeros."""
+        x, is_first = self.check_sequence(x, is_first)
+        self.check_tokens(x.flatten(0, 1), "x")
+        readouts = []
+        for i in range(x.shape[1]):
+            keep = (~is_first[:, i]).to(state["h"].dtype)[:, None]
+            state = {k: (v * keep if k in ("h", "c") else v) for k, v in state.items()}
+            state["step"] = torch.where(is_first[:, i], torch.zeros_like(state["step"]), state["step"])
+            state["last_id"] = torch.where(is_first[:, i], torch.full_like(state["last_id"], -1), state["last_id"])
+            state = self._advance(state, x[:, i], None if t is None else t[:, i])
+            readouts.append(self.read(state))
+        return Readout.stack(readouts, dim=1), {k: v.detach() for k, v in state.items()}
