@@ -1,0 +1,7 @@
+"""``python -m embodimem`` = the ``embodimem`` console script."""
+
+import sys
+
+from embodimem.cli import main
+
+sys.exit(main())
