@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 USAGE = """usage: embodimem <command> [flags]
 
 commands:
   info                  version, registered memories / encoders / conditioners, backend summary
   doctor                per optional backend: installed or not, why, and how to fix
-  bench memory [flags]  memory benchmark: throughput, latency, bytes, growth in T, batch scaling
+  bench <kind> [flags]  benchmarks: memory (throughput, latency, bytes, growth in T, batch scaling),
+                        attention (hcam vs full attention), video-banks (batched vs per-stream lists)
 
 `embodimem <command> --help` lists a command's flags; `--config configs/X.yaml` loads a preset."""
 
 
-def _parse(cls: type, args: list[str], prog: str) -> Any:
+def _parse(cls: type, args: list[str], prog: str) -> object:
     """tyro over ``cls``, with an optional ``--config preset.yaml`` providing the defaults."""
     import tyro
 
@@ -37,42 +38,23 @@ def _parse(cls: type, args: list[str], prog: str) -> Any:
 
 
 def cmd_bench(args: list[str]) -> int:
-    kinds: dict[str, Callable[[list[str]], int]] = {"memory": _bench_memory}
-    if not args or args[0] not in kinds:
-        print(f"usage: embodimem bench {{{','.join(kinds)}}} [flags]", file=sys.stderr)
-        return 2
-    return kinds[args[0]](args[1:])
-
-
-def _bench_memory(args: list[str]) -> int:
-    from embodimem.bench.memory import MemoryBenchConfig, run
+    """``bench <kind> [flags]``: parse the kind's Config, save it, run, print the table."""
+    from embodimem.bench import BENCHES, bench_module
     from embodimem.config import print_config, save_yaml
 
-    cfg = _parse(MemoryBenchConfig, args, "embodimem bench memory")
-    print_config(cfg, title="embodimem bench memory")
+    if not args or args[0] not in BENCHES:
+        print(f"usage: embodimem bench {{{','.join(BENCHES)}}} [flags]", file=sys.stderr)
+        return 2
+    kind, rest = args[0], args[1:]
+    mod = bench_module(kind)
+    cfg = _parse(mod.Config, rest, f"embodimem bench {kind}")
+    print_config(cfg, title=f"embodimem bench {kind}")
     cfg.out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, cfg.out / "config.yaml")
-    res = run(cfg, command="embodimem bench memory " + " ".join(shlex.quote(a) for a in args))
-    print(format_memory_table(res))
-    print(f"wrote {cfg.out / 'memory.json'}" + (f" and {cfg.out / 'memory.png'}" if cfg.plot else ""))
+    res = mod.run(cfg, command=f"embodimem bench {kind} " + " ".join(shlex.quote(a) for a in rest))
+    print(mod.format_table(res))
+    print(f"results in {cfg.out}/")
     return 0
-
-
-def format_memory_table(res: dict[str, Any]) -> str:
-    """A plain-text table of one memory benchmark result."""
-    lines = [f"{'memory':<12}{'T':>7}{'B':>5}{'env-steps/s':>14}{'read p50 ms':>13}{'read p95 ms':>13}{'bytes/env':>12}"]
-    for name, m in res["memories"].items():
-        for r in m["rows"]:
-            lines.append(f"{name:<12}{r['T']:>7}{r['B']:>5}{r['write_env_steps_per_s']:>14.0f}"
-                         f"{r['read_ms_p50']:>13.3f}{r['read_ms_p95']:>13.3f}{r['bytes_per_env']:>12.0f}")
-        for B, g in m["growth_in_T"].items():
-            be, le = g["bytes_exponent"], g["read_latency_exponent"]
-            lines.append(f"  {name} B={B}: growth exponent in T  bytes {_fmt(be)}  read latency {_fmt(le)}")
-    return "\n".join(lines)
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:+.2f}"
 
 
 def cmd_doctor(args: list[str]) -> int:

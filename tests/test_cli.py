@@ -34,7 +34,7 @@ def test_bench_memory_from_preset_with_overrides(tmp_path, capsys):
 
 
 def test_every_preset_in_configs_loads():
-    from embodimem.bench.memory import MemoryBenchConfig
+    from embodimem.bench.memory import Config as MemoryBenchConfig
     from embodimem.config import load_yaml
 
     presets = {"bench_memory.yaml": MemoryBenchConfig}

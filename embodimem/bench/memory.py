@@ -21,7 +21,7 @@ from embodimem.memory import available_memories, make_memory, memory_config_clas
 
 
 @dataclass
-class MemoryBenchConfig:
+class Config:
     """Benchmark every (memory, T, B) combination; results go to ``out``/memory.json and memory.png."""
 
     memory: list[str] = field(default_factory=lambda: ["fifo", "recurrent"])  # registered names, or "all"
@@ -124,7 +124,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"growth_in_T": growth, "batch_scaling_efficiency": efficiency}
 
 
-def run(cfg: MemoryBenchConfig, command: str = "") -> dict[str, Any]:
+def run(cfg: Config, command: str = "") -> dict[str, Any]:
     """Run the benchmark, write ``out``/memory.json (+ memory.png) atomically, return the results."""
     from tqdm import tqdm
 
@@ -158,6 +158,26 @@ def run(cfg: MemoryBenchConfig, command: str = "") -> dict[str, Any]:
     if cfg.plot:
         plot(results, cfg.out / "memory.png")
     return results
+
+
+MemoryBenchConfig = Config  # the name used in docs and tests
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """A plain-text table of one memory benchmark result."""
+    lines = [f"{'memory':<12}{'T':>7}{'B':>5}{'env-steps/s':>14}{'read p50 ms':>13}{'read p95 ms':>13}{'bytes/env':>12}"]
+    for name, m in res["memories"].items():
+        for r in m["rows"]:
+            lines.append(f"{name:<12}{r['T']:>7}{r['B']:>5}{r['write_env_steps_per_s']:>14.0f}"
+                         f"{r['read_ms_p50']:>13.3f}{r['read_ms_p95']:>13.3f}{r['bytes_per_env']:>12.0f}")
+        for B, g in m["growth_in_T"].items():
+            lines.append(f"  {name} B={B}: growth exponent in T  bytes {_fmt(g['bytes_exponent'])}"
+                         f"  read latency {_fmt(g['read_latency_exponent'])}")
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.2f}"
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

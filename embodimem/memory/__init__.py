@@ -12,6 +12,13 @@ from embodimem.memory.state import State
 _BUILTIN: dict[str, str] = {
     "fifo": "embodimem.memory.fifo",
     "recurrent": "embodimem.memory.recurrent",
+    "hcam": "embodimem.memory.hcam",
+    "place": "embodimem.memory.place",
+    "kv_window": "embodimem.memory.kv_window",
+    "pyramid": "embodimem.memory.pyramid",
+    "merge": "embodimem.memory.merge",
+    "cognitive": "embodimem.memory.cognitive",
+    "streaming": "embodimem.memory.streaming",
 }
 _REGISTRY: dict[str, type[Memory]] = {}
 
