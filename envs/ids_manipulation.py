@@ -1,0 +1,1 @@
+"""Manipulation, fast-memory and adapter env ids; filled by those envs."""

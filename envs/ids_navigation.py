@@ -1,0 +1,1 @@
+"""Navigation env ids (MiniWorld memory tasks); filled by the navigation envs."""
