@@ -16,7 +16,8 @@ commands:
   info                  version, registered memories / encoders / conditioners, backend summary
   doctor                per optional backend: installed or not, why, and how to fix
   bench <kind> [flags]  benchmarks: memory (throughput, latency, bytes, growth in T, batch scaling),
-                        attention (hcam vs full attention), video-banks (batched vs per-stream lists)
+                        attention (hcam vs full attention), video-banks (batched vs per-stream lists),
+                        spatial (octree / point-frame vs open3d), envs (simulator steps/s)
 
 `embodimem <command> --help` lists a command's flags; `--config configs/X.yaml` loads a preset."""
 

@@ -15,6 +15,8 @@ BENCHES: dict[str, str] = {
     "memory": "embodimem.bench.memory",
     "attention": "embodimem.bench.attention",      # hcam vs full attention, kv_window bytes (issue 3)
     "video-banks": "embodimem.bench.video_banks",  # batched banks vs per-stream list references (issue 4)
+    "spatial": "embodimem.bench.spatial",          # octree vs open3d, point-frame retrieval, bytes (issue 5)
+    "envs": "embodimem.bench.envs",                # env steps/s, single and vectorized (issue 6)
 }
 
 

@@ -19,6 +19,8 @@ _BUILTIN: dict[str, str] = {
     "merge": "embodimem.memory.merge",
     "cognitive": "embodimem.memory.cognitive",
     "streaming": "embodimem.memory.streaming",
+    "octree": "embodimem.memory.octree",
+    "point_frame": "embodimem.memory.point_frame",
 }
 _REGISTRY: dict[str, type[Memory]] = {}
 
