@@ -173,6 +173,9 @@ def format_table(res: dict[str, Any]) -> str:
         for B, g in m["growth_in_T"].items():
             lines.append(f"  {name} B={B}: growth exponent in T  bytes {_fmt(g['bytes_exponent'])}"
                          f"  read latency {_fmt(g['read_latency_exponent'])}")
+        for T, eff in m["batch_scaling_efficiency"].items():
+            effs = "  ".join(f"B={b}: {e:.2f}" for b, e in eff.items())
+            lines.append(f"  {name} T={T}: batch-scaling efficiency  {effs}")
     return "\n".join(lines)
 
 
