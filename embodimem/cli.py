@@ -15,6 +15,9 @@ USAGE = """usage: embodimem <command> [flags]
 commands:
   info                  version, registered memories / encoders / conditioners, backend summary
   doctor                per optional backend: installed or not, why, and how to fix
+  train [flags]         PPO with any registered memory (torchrun-ready); writes a run directory
+  eval [flags]          evaluate a run: per_episode.jsonl, summary.json (95% intervals), videos
+  plot [flags]          learning curves, mean and 95% interval over seeds, grouped by memory
   bench <kind> [flags]  benchmarks: memory (throughput, latency, bytes, growth in T, batch scaling),
                         attention (hcam vs full attention), video-banks (batched vs per-stream lists),
                         spatial (octree / point-frame vs open3d), envs (simulator steps/s)
@@ -84,7 +87,38 @@ def cmd_info(args: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"info": cmd_info, "doctor": cmd_doctor, "bench": cmd_bench}
+def cmd_train(args: list[str]) -> int:
+    """PPO with a memory policy (runs under torchrun too)."""
+    from embodimem.agents.ppo.config import TrainConfig
+    from embodimem.agents.ppo.train import train
+
+    res = train(_parse(TrainConfig, args, "embodimem train"))
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()})
+    return 0
+
+
+def cmd_eval(args: list[str]) -> int:
+    """Evaluate a training run's checkpoint; prints the summary."""
+    import json
+
+    from embodimem.agents.ppo.config import EvalConfig
+    from embodimem.agents.ppo.evaluate import evaluate
+
+    print(json.dumps(evaluate(_parse(EvalConfig, args, "embodimem eval")), indent=2))
+    return 0
+
+
+def cmd_plot(args: list[str]) -> int:
+    """Learning curves (mean and 95% interval over seeds) from run directories."""
+    from embodimem.plotting import PlotConfig, plot
+
+    print(f"wrote {plot(_parse(PlotConfig, args, 'embodimem plot'))}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "info": cmd_info, "doctor": cmd_doctor, "bench": cmd_bench, "train": cmd_train, "eval": cmd_eval, "plot": cmd_plot,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

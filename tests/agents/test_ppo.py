@@ -123,3 +123,29 @@ def test_bad_names_list_valid_ones(tmp_path):
         train(TrainConfig(env="embodimem/NoSuchEnv-v0", run_dir=tmp_path / "x", progress=False))
     with pytest.raises(ValueError, match="chunk_len"):
         TrainConfig(num_steps=30, chunk_len=8).validate()
+
+
+def test_evaluate_writes_per_episode_and_summary(tmp_path):
+    import json
+
+    from embodimem.agents.ppo.config import EvalConfig
+    from embodimem.agents.ppo.evaluate import evaluate
+
+    cfg = _cfg(tmp_path, "recurrent", 256, checkpoint_every=1)
+    train(cfg, env_fns=[CueRecall for _ in range(8)])
+    ev = EvalConfig(run_dir=cfg.run_dir, episodes=9, num_envs=4, videos=1, start_seed=100)
+    s1 = evaluate(ev, env_fn=CueRecall)
+    lines = (cfg.run_dir / "eval" / "per_episode.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    assert [r["episode_ix"] for r in recs] == list(range(9)) and [r["seed"] for r in recs] == list(range(100, 109))
+    summary = json.loads((cfg.run_dir / "eval" / "summary.json").read_text())
+    assert summary["episodes"] == 9 and 0 <= summary["success_ci95"][0] <= summary["success"] <= summary["success_ci95"][1]
+    assert summary["success"] == sum(r["success"] for r in recs) / 9
+    # per-episode seeds make the result independent of how many envs run side by side
+    ev2 = EvalConfig(run_dir=cfg.run_dir, episodes=9, num_envs=2, videos=0, start_seed=100, deterministic=True,
+                     out=tmp_path / "e2")
+    ev3 = EvalConfig(run_dir=cfg.run_dir, episodes=9, num_envs=5, videos=0, start_seed=100, deterministic=True,
+                     out=tmp_path / "e3")
+    a, b = evaluate(ev2, env_fn=CueRecall), evaluate(ev3, env_fn=CueRecall)
+    assert a["success"] == b["success"] and a["return"] == b["return"]
+    assert isinstance(s1["videos"], list) and len(s1["videos"]) == 1
