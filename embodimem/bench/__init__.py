@@ -17,6 +17,7 @@ BENCHES: dict[str, str] = {
     "video-banks": "embodimem.bench.video_banks",  # batched banks vs per-stream list references (issue 4)
     "spatial": "embodimem.bench.spatial",          # octree vs open3d, point-frame retrieval, bytes (issue 5)
     "envs": "embodimem.bench.envs",                # env steps/s, single and vectorized (issue 6)
+    "ppo": "embodimem.bench.ppo",                  # our PPO vs a CleanRL-style PPO-LSTM reference (issue 7)
 }
 
 
