@@ -1,0 +1,29 @@
+"""Frame-id rules shared by the video banks (``pyramid``, ``merge``).
+
+A bank writes one frame per row per call. Its id is ``t`` [B] when given, else the row's previous id + 1, so
+with no ``t`` the ids count steps since the row's last reset (a reset sets ``last_id`` to -1). Explicit ids
+must be >= 0 and strictly increase within an episode; anything else raises, so no id is ever held twice.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["next_frame_ids"]
+
+
+def next_frame_ids(name: str, last_id: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+    """Frame ids int64 [B] for the next write: ``t`` or ``last_id + 1``; explicit ids must be >= 0 and strictly
+    increase per row since its last reset (``last_id`` = -1 after a reset), else ValueError naming the row."""
+    if t is None:
+        return last_id + 1
+    if not isinstance(t, torch.Tensor) or t.shape != last_id.shape or t.is_floating_point() or t.dtype == torch.bool:
+        raise ValueError(f"{name}: t must be an integer tensor [B]={last_id.shape[0]}, got "
+                         f"{getattr(t, 'dtype', type(t))} {tuple(getattr(t, 'shape', ()))}")
+    ids = t.to(device=last_id.device, dtype=torch.long)
+    bad = (ids <= last_id) | (ids < 0)
+    if bool(bad.any()):
+        b = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{name}: frame ids must be >= 0 and strictly increase within an episode; row {b} got "
+                         f"t={int(ids[b])} after {int(last_id[b])} (reset the row with is_first)")
+    return ids
