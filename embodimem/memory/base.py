@@ -191,7 +191,8 @@ class Memory(nn.Module):
             raise ValueError(f"{self.name}: {what} has width D={x.shape[-1]}, config.dim={cfg.dim}")
         if x.shape[1] != cfg.tokens_per_step:
             raise ValueError(f"{self.name}: {what} has N={x.shape[1]} tokens, config.tokens_per_step={cfg.tokens_per_step}")
-        if cfg.check_finite and not bool(torch.isfinite(x).all()):
+        # amax propagates NaN and inf, and is ~8x cheaper on CPU than isfinite(x).all() on a large input
+        if cfg.check_finite and not bool(torch.isfinite(x.detach().abs().amax())):
             raise ValueError(f"{self.name}: {what} contains NaN or inf")
         return x
 
