@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up embodimem on a fresh Debian/Ubuntu machine (or any machine with python3 >= 3.10 and pip).
-#   bash scripts/setup.sh        # system packages, CPU torch, embodimem with pretrained perception
-#   bash scripts/setup.sh dev    # ... plus the test dependencies
+#   bash scripts/setup.sh        # system packages, CPU torch, embodimem + pretrained perception, simulators, video
+#   bash scripts/setup.sh dev    # ... plus open3d and the test dependencies
 # Idempotent: what is already installed is skipped. PYTHON=/path/to/python picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +33,9 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
 fi
 TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')"
 
-EXTRAS="pretrained"
-[ "$MODE" = "dev" ] && EXTRAS="pretrained,dev"
+# run: what the main job needs; dev: everything the test suite exercises (simulators, open3d, video I/O)
+EXTRAS="pretrained,sims,video"
+[ "$MODE" = "dev" ] && EXTRAS="pretrained,sims,video,3d,dev"
 echo "[setup] pip install -e .[$EXTRAS] (torch pinned to the installed $TORCH_VERSION)"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]" "torch==$TORCH_VERSION" 2>&1 \
   | { grep -v -E "Running pip as the 'root' user|^$" || true; }
