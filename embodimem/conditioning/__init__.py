@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from embodimem.memory.base import Readout
+from embodimem.registry import Registry
 
 TIME_EMBEDS = ("none", "age", "source_id")
 
@@ -58,46 +59,12 @@ class Conditioner(nn.Module):
         return f"config={self.config}"
 
 
-_REGISTRY: dict[str, type[Conditioner]] = {}
+CONDITIONERS: Registry[type[Conditioner]] = Registry("conditioner", Conditioner)
 
-
-def register_conditioner(name: str):
-    """Class decorator: register a ``Conditioner`` subclass (with its ``config_class``) under ``name``."""
-
-    def deco(cls: type[Conditioner]) -> type[Conditioner]:
-        if not (isinstance(cls, type) and issubclass(cls, Conditioner)):
-            raise TypeError(f"register_conditioner({name!r}) expects a Conditioner subclass, got {cls!r}")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"conditioner {name!r} is already registered by {_REGISTRY[name].__qualname__}")
-        cls.name = name
-        cls.config_class.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def available_conditioners() -> list[str]:
-    """Every name ``make_conditioner`` accepts."""
-    return sorted(_REGISTRY)
-
-
-def conditioner_class(name: str) -> type[Conditioner]:
-    """The registered class for ``name``; unknown names raise ValueError listing the valid ones."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown conditioner {name!r}; valid names: {', '.join(available_conditioners())}")
-    return _REGISTRY[name]
-
-
-def make_conditioner(config: ConditionerConfig | str, **overrides: Any) -> Conditioner:
-    """Build a conditioner from its config (or from a name plus config field overrides)."""
-    if isinstance(config, str):
-        config = conditioner_class(config).config_class(**overrides)
-    elif overrides:
-        config = dataclasses.replace(config, **overrides)
-    if not config.name:
-        raise ValueError(f"{type(config).__name__} is not attached to a registered conditioner")
-    return conditioner_class(config.name)(config)
+register_conditioner = CONDITIONERS.register  # class decorator: @register_conditioner("name")
+available_conditioners = CONDITIONERS.names  # every name make_conditioner accepts
+conditioner_class = CONDITIONERS.get
+make_conditioner = CONDITIONERS.build  # from a config, a name plus field overrides, or a dict with "name"
 
 
 # ----- shared input handling --------------------------------------------------------------------------------

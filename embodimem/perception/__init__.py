@@ -11,7 +11,6 @@ Registry plus lazy import: a module per encoder, loaded when its name (or class)
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from typing import Any
 
@@ -28,6 +27,7 @@ from embodimem.perception.base import (
     preprocess,
     resize,
 )
+from embodimem.registry import Registry
 
 # name -> module that registers it on import. Add a built-in encoder here (and nowhere else).
 _BUILTIN: dict[str, str] = {
@@ -47,68 +47,13 @@ _LAZY_ATTRS: dict[str, str] = {
     "TextEncoderConfig": "embodimem.perception.text",
     "make_text_encoder": "embodimem.perception.text",
 }
-_REGISTRY: dict[str, type[Encoder]] = {}
+ENCODERS: Registry[type[Encoder]] = Registry("encoder", Encoder, _BUILTIN)
 
-
-def register_encoder(name: str):
-    """Class decorator: register an ``Encoder`` subclass (with its ``config_class``) under ``name``."""
-
-    def deco(cls: type[Encoder]) -> type[Encoder]:
-        if not (isinstance(cls, type) and issubclass(cls, Encoder)):
-            raise TypeError(f"register_encoder({name!r}) expects an Encoder subclass, got {cls!r}")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"encoder {name!r} is already registered by {_REGISTRY[name].__qualname__}")
-        cls.name = name
-        cls.config_class.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def available_encoders() -> list[str]:
-    """Every encoder name that ``make_encoder`` accepts."""
-    return sorted(set(_BUILTIN) | set(_REGISTRY))
-
-
-def encoder_class(name: str) -> type[Encoder]:
-    """The registered class for ``name`` (imports its module on first use)."""
-    if name not in _REGISTRY and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown encoder {name!r}; valid names: {', '.join(available_encoders())}")
-    return _REGISTRY[name]
-
-
-def encoder_config_class(name: str) -> type[EncoderConfig]:
-    """The config dataclass of encoder ``name``."""
-    return encoder_class(name).config_class
-
-
-def make_encoder(config: EncoderConfig | str | dict[str, Any], **overrides: Any) -> Encoder:
-    """Build an encoder from its config, a name plus config field overrides, or a dict with a ``name``."""
-    if isinstance(config, dict):
-        config = dict(config)
-        name = config.pop("name", None)
-        if name is None:
-            raise ValueError("encoder config dict needs a 'name' field")
-        config = _config(name, {**config, **overrides})
-    elif isinstance(config, str):
-        config = _config(config, overrides)
-    elif overrides:
-        config = dataclasses.replace(config, **overrides)
-    if not isinstance(config, EncoderConfig) or not config.name:
-        raise ValueError(f"{type(config).__name__} is not the config of a registered encoder")
-    return encoder_class(config.name)(config)
-
-
-def _config(name: str, fields: dict[str, Any]) -> EncoderConfig:
-    cls = encoder_config_class(name)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"encoder {name!r} config has unknown fields {unknown}; known: {sorted(known)}")
-    return cls(**fields)
+register_encoder = ENCODERS.register  # class decorator: @register_encoder("name")
+available_encoders = ENCODERS.names  # every name make_encoder accepts
+encoder_class = ENCODERS.get  # the class for a name (imports its module on first use)
+encoder_config_class = ENCODERS.config_class
+make_encoder = ENCODERS.build  # from a config, a name plus field overrides, or a dict with "name"
 
 
 def __getattr__(attr: str) -> Any:
