@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from embodimem.bench.memory import MemoryBenchConfig, _percentile, _slope, run, summarize
+from embodimem.bench.common import percentile as _percentile, slope as _slope
+from embodimem.bench.memory import MemoryBenchConfig, run, summarize
 from embodimem.memory import available_memories
 
 

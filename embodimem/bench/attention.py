@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embodimem.bench.memory import _percentile, _slope, _sync
+from embodimem.bench.common import percentile as _percentile, save_figure, slope as _slope, sync as _sync
 from embodimem.memory import make_memory
 
 
@@ -196,14 +196,10 @@ def format_table(res: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     """Three panels against T: read latency, speedup of hcam, state bytes per env."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from embodimem.atomic import atomic_write_bytes
 
     rows = results["rows"]
     Ts = [r["T"] for r in rows]
@@ -226,8 +222,4 @@ def plot(results: dict[str, Any], path: Path) -> None:
         a.legend(fontsize=7)
     m = results["machine"]
     fig.suptitle(f"embodimem bench attention  ({m['device']}, {m['threads']} thread(s), torch {m['torch']})")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)

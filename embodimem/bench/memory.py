@@ -8,8 +8,6 @@ absolute times, are what to compare across machines.
 from __future__ import annotations
 
 import dataclasses
-import math
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 import torch
 
+from embodimem.bench.common import finish_axes, header, percentile, save_figure, slope, sync
 from embodimem.memory import available_memories, make_memory, memory_config_class
 
 
@@ -37,28 +36,6 @@ class Config:
     plot: bool = True
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _percentile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    i = min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))
-    return s[i]
-
-
-def _slope(xs: list[float], ys: list[float]) -> float | None:
-    """Least-squares slope of log(y) on log(x): the growth exponent (0 = constant, 1 = linear)."""
-    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x > 0 and y > 0]
-    if len(pts) < 2:
-        return None
-    mx = sum(p[0] for p in pts) / len(pts)
-    my = sum(p[1] for p in pts) / len(pts)
-    den = sum((p[0] - mx) ** 2 for p in pts)
-    return sum((p[0] - mx) * (p[1] - my) for p in pts) / den if den > 0 else None
-
-
 @torch.no_grad()
 def bench_one(mem, T: int, B: int, reps: int, device: torch.device, seed: int) -> dict[str, Any]:
     """Write T steps into B envs, then time ``reps`` reads of the final state."""
@@ -74,19 +51,19 @@ def bench_one(mem, T: int, B: int, reps: int, device: torch.device, seed: int) -
     for j in range(warm):
         state = mem.write(state, steps[j], **kws[j])
     state = mem.init_state(B, device=device)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for t in range(T):
         state = mem.write(state, steps[t % chunk], **kws[t % chunk])
-    _sync(device)
+    sync(device)
     write_s = time.perf_counter() - t0
     query, qkw = steps[(T - 1) % chunk], kws[(T - 1) % chunk]
     lat = []
     for _ in range(reps + 3):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         r = mem.read(state, query, **qkw)
-        _sync(device)
+        sync(device)
         lat.append(time.perf_counter() - t0)
     lat = lat[3:]
     stats = mem.stats(state)
@@ -95,8 +72,8 @@ def bench_one(mem, T: int, B: int, reps: int, device: torch.device, seed: int) -
         "B": B,
         "write_steps_per_s": T / write_s,
         "write_env_steps_per_s": T * B / write_s,
-        "read_ms_p50": 1e3 * _percentile(lat, 50),
-        "read_ms_p95": 1e3 * _percentile(lat, 95),
+        "read_ms_p50": 1e3 * percentile(lat, 50),
+        "read_ms_p95": 1e3 * percentile(lat, 95),
         "bytes_per_env": stats["bytes_per_env"],
         "bound_bytes_per_env": mem.bound_bytes(B) / B,
         "readout_tokens": int(r.tokens.shape[1]),
@@ -112,8 +89,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for B in Bs:
         xs = [T for T in Ts if (T, B) in by]
         growth[str(B)] = {
-            "bytes_exponent": _slope(xs, [by[T, B]["bytes_per_env"] for T in xs]),
-            "read_latency_exponent": _slope(xs, [by[T, B]["read_ms_p50"] for T in xs]),
+            "bytes_exponent": slope(xs, [by[T, B]["bytes_per_env"] for T in xs]),
+            "read_latency_exponent": slope(xs, [by[T, B]["read_ms_p50"] for T in xs]),
         }
     efficiency = {}
     for T in Ts:
@@ -135,15 +112,7 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
         memory_config_class(n)  # unknown names fail here, listing the valid ones
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
-    results: dict[str, Any] = {
-        "benchmark": "memory",
-        "command": command,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "device": str(device)},
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "memories": {},
-    }
+    results: dict[str, Any] = {**header("memory", cfg, command, device), "memories": {}}
     combos = [(n, T, B) for n in names for T in cfg.episode_lengths for B in cfg.batch_sizes]
     rows: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for n, T, B in tqdm(combos, desc="bench memory", unit="case"):
@@ -190,8 +159,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from embodimem.atomic import atomic_write_bytes
-
     fig, ax = plt.subplots(2, 2, figsize=(11, 8))
     for name, res in results["memories"].items():
         rows = res["rows"]
@@ -206,19 +173,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax[1, 1].plot(Bs, [eff[str(b)] for b in Bs], marker="o", label=f"{name} T={T}")
     titles = [("write throughput (env-steps/s)", "T"), ("read latency p50 (ms)", "T"),
               ("state bytes per env", "T"), ("batch-scaling efficiency", "B")]
-    for a, (title, xl) in zip(ax.flat, titles):
-        a.set_title(title)
-        a.set_xlabel(xl)
-        a.set_xscale("log")
-        if title != "batch-scaling efficiency":
-            a.set_yscale("log")
-        a.grid(alpha=0.3)
-        a.legend(fontsize=6)
+    finish_axes(ax.flat, titles, logy=(True, True, True, False))
     fig.suptitle(f"embodimem bench memory  ({results['machine']['device']}, torch {results['machine']['torch']})")
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)

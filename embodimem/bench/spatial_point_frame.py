@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from embodimem.bench.common import save_figure, sync
 from embodimem.geometry import intrinsics_from_fov
 from embodimem.memory import make_memory
 from embodimem.memory.point_frame import PointFrameConfig
@@ -52,11 +53,6 @@ class Config:
     seed: int = 0
     out: Path = Path("runs/bench-spatial-point-frame")
     plot: bool = True
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -94,10 +90,10 @@ def latency_rows(cached_points: int, resolutions: list[int], reps: int, dev: tor
             m = make_memory(dataclasses.replace(mem.config, occlusion=occlusion))
             lat = []
             for j in range(reps + 5):
-                _sync(dev)
+                sync(dev)
                 t0 = time.perf_counter()
                 out = m.read(st, pose=q, intrinsics=Kr, hw=(r, r))
-                _sync(dev)
+                sync(dev)
                 lat.append(time.perf_counter() - t0)
             lat = lat[5:]
             rows.append({"bench": "point_frame", "case": "retrieval", "hw": f"{r}x{r}", "occlusion": occlusion,
@@ -236,14 +232,10 @@ def format_table(res: dict[str, Any]) -> str:
 
 def plot(res: dict[str, Any], path: Path) -> None:
     """Two panels: retrieval latency per resolution; used bytes against T for both trajectories."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from embodimem.atomic import atomic_write_bytes
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     lat = [r for r in res["rows"] if r["case"] == "retrieval"]
@@ -261,11 +253,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ax[1].set_ylabel("bytes held per env")
     ax[1].legend()
     ax[1].grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

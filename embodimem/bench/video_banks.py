@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import io
 import math
 import platform
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import torch
 
+from embodimem.bench.common import percentile, save_figure, sync
 from embodimem.bench.reference import REFERENCES, reference_module
 from embodimem.memory import make_memory, memory_config_class
 from embodimem.memory.state import state_nbytes
@@ -50,16 +50,6 @@ class Config:
     plot: bool = True
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _percentile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
-
-
 class _Clock:
     """Wall and thread-CPU seconds of a block (CUDA work synchronised at both ends)."""
 
@@ -67,12 +57,12 @@ class _Clock:
         self.device = device
 
     def __enter__(self) -> _Clock:
-        _sync(self.device)
+        sync(self.device)
         self.wall, self.cpu = time.perf_counter(), time.thread_time()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        _sync(self.device)
+        sync(self.device)
         self.wall, self.cpu = time.perf_counter() - self.wall, time.thread_time() - self.cpu
 
 
@@ -122,7 +112,7 @@ def _time_reads(read, reps: int, device: torch.device) -> dict[str, float]:
             read()
         if i >= 3:
             lat.append(c.wall)
-    return {"read_ms_p50": 1e3 * _percentile(lat, 50), "read_ms_p95": 1e3 * _percentile(lat, 95)}
+    return {"read_ms_p50": 1e3 * percentile(lat, 50), "read_ms_p95": 1e3 * percentile(lat, 95)}
 
 
 def bench_bank(name: str, B: int, cfg: Config, device: torch.device) -> dict[str, Any]:
@@ -266,8 +256,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from embodimem.atomic import atomic_write_bytes
-
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
     for i, (name, bank) in enumerate(results["banks"].items()):
         rows, col = bank["rows"], f"C{i}"  # one colour per bank; line style = batched mode or reference
@@ -293,8 +281,4 @@ def plot(results: dict[str, Any], path: Path) -> None:
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
     fig.suptitle(f"embodimem bench video-banks ({results['machine']['device']}, torch {results['machine']['torch']})")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
