@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from embodimem.bench.common import save_figure
+
 DEFAULT_ENVS = ["TMaze-v0", "ObjectRecall-v0", "SignNav-v0", "Revisit-v0"]
 _PROBS = np.array([0.2, 0.2, 0.6, 0.0])  # turn_left, turn_right, move_forward, stop
 
@@ -154,14 +156,10 @@ def format_table(res: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     """Grouped bars: steps/s per env, single and each vectorized mode."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from embodimem.atomic import atomic_write_bytes
 
     ids = list(results["envs"])
     modes = ["single", *results["config"]["modes"]]
@@ -177,8 +175,4 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_title(f"embodimem bench envs ({results['config']['obs_size']}px rgb+depth+pose)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
