@@ -35,6 +35,7 @@ class PolicyConfig:
     vector_tokens: int = 1  # vector obs: tokens per step the MLP encoder emits
     conditioner: str = "cross_attention"  # cross_attention | gate | concat
     heads: int = 4  # attention heads of the cross-attention conditioner
+    time_embed: str = "age"  # none | age | source_id: when each memory slot was written, added to its key
     hidden: int = 64  # actor/critic MLP width
 
 
@@ -111,10 +112,12 @@ class MemoryPolicy(nn.Module):
         from embodimem.conditioning import make_conditioner
 
         if cfg.conditioner == "cross_attention":
-            self.conditioner = make_conditioner("cross_attention", dim=D, memory_dim=Dm, num_heads=cfg.heads)
+            self.conditioner = make_conditioner("cross_attention", dim=D, memory_dim=Dm, num_heads=cfg.heads,
+                                                time_embed=cfg.time_embed)
             return D
         if cfg.conditioner == "gate":
-            self.conditioner = make_conditioner("gate", dim=D, memory_dim=Dm)
+            self.conditioner = make_conditioner("gate", dim=D, memory_dim=Dm, summary="attention",
+                                                num_heads=cfg.heads, time_embed=cfg.time_embed)
             return D
         if cfg.conditioner == "concat":  # [pooled ; masked mean of the readout]
             self.conditioner = None
@@ -159,7 +162,9 @@ class MemoryPolicy(nn.Module):
 
     def _condition(self, pooled: torch.Tensor, readout: Any) -> torch.Tensor:
         if self.conditioner is not None:
-            return self.conditioner(pooled, readout)
+            # "now" = the newest slot's step id, so ages need no extra bookkeeping in the agent
+            now = readout.source_ids.masked_fill(~readout.mask, -1).amax(-1).clamp(min=0)
+            return self.conditioner(pooled, readout, current_t=now)
         m = readout.mask.unsqueeze(-1).to(readout.tokens.dtype)
         mean = (readout.tokens * m).sum(-2) / m.sum(-2).clamp(min=1.0)
         return torch.cat([pooled, mean], dim=-1)

@@ -70,7 +70,7 @@ def test_replay_reproduces_rollout_logprobs(name):
 
 
 def _cfg(tmp_path, memory, total, **kw):
-    return TrainConfig(env="CueRecall", num_envs=8, num_steps=32, chunk_len=8, total_steps=total, lr=2e-3,
+    return TrainConfig(env="CueRecall", num_envs=8, num_steps=32, chunk_len=8, total_steps=total, lr=1e-3,
                        policy=PolicyConfig(memory=memory, feature_dim=32, hidden=32), run_dir=tmp_path / memory,
                        progress=False, checkpoint_every=kw.pop("checkpoint_every", 1000), **kw)
 
