@@ -299,6 +299,13 @@ _CHECKS: list[Callable[[], BackendStatus]] = [
             "symbolic or RGB observations", "pip install minigrid"),
     _simple("popgym", "popgym", ("popgym",), "POPGym partially observable memory tasks (RepeatPrevious, CountRecall, ...)",
             "pip install popgym"),
+    _simple("vizdoom", "vizdoom", ("vizdoom",), "ViZDoom: fast software-rendered 3D navigation (uint8, non-metric "
+            "depth: the adapter's metre scale is approximate)", "pip install 'embodimem[vizdoom]'"),
+    _simple("memory-maze", "memory_maze", ("memory-maze",), "Memory Maze (dm_control): the standard memory benchmark, "
+            "10-30 steps/s on CPU; needs the old `gym` package just to import", "pip install 'embodimem[memory-maze]'"),
+    _simple("maniskill", "mani_skill", ("mani-skill",), "ManiSkill3 (SAPIEN): needs a Vulkan driver; Debian 12's "
+            "lavapipe (Mesa 22) is too old, Mesa >= 25 works", "pip install 'embodimem[maniskill]' and a Mesa >= 25 "
+            "Vulkan driver (e.g. bookworm-backports mesa-vulkan-drivers)"),
     _check_habitat,
     _check_minerl,
     _check_faiss,
