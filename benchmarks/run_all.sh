@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Every benchmark behind the README's numbers, in the order they were run; results land in benchmarks/<kind>/.
+# On a 2-core CPU machine this takes about 15-25 minutes. `python benchmarks/tables.py` prints the README tables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+python -m embodimem bench memory --config configs/bench_memory.yaml --out benchmarks/memory
+python -m embodimem bench memory --memory all --episode-lengths 100 1000 10000 --batch-sizes 1 8 --dim 64 \
+    --tokens-per-step 4 --read-reps 20 --out benchmarks/memory-all
+python -m embodimem bench attention --out benchmarks/attention
+python -m embodimem bench video-banks --out benchmarks/video-banks
+python -m embodimem bench spatial --out benchmarks/spatial
+python -m embodimem bench envs --out benchmarks/envs
+python -m embodimem bench ppo --out benchmarks/ppo
+python benchmarks/memory_agents.py --env embodimem/POPGym-v0 --env-args task=RepeatPreviousEasy \
+    --memories none recurrent fifo --seeds 0 1 2 --steps 200000 --lr 5e-4 --out benchmarks/agents

@@ -1,0 +1,124 @@
+"""Print the README's result tables (markdown) from the JSON files in benchmarks/ — no number is typed by hand.
+
+    python benchmarks/tables.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def memory_table(path: Path) -> str:
+    d = json.loads(path.read_text())
+    Tmax = max(r["T"] for m in d["memories"].values() for r in m["rows"])
+    Bs = sorted({r["B"] for m in d["memories"].values() for r in m["rows"]})
+    head = ("| memory | " + " | ".join(f"env-steps/s B={b}" for b in Bs)
+            + f" | read p50 ms (B={Bs[-1]}) | bytes/env | growth in T: bytes, read | batch efficiency B={Bs[-1]} |")
+    lines = [f"`{d['command']}` (T = {Tmax}; {d['machine']['device']}, {d['machine']['threads']} thread)", "",
+             head, "|" + " --- |" * (head.count("|") - 1)]
+    for name, m in d["memories"].items():
+        rows = {(r["T"], r["B"]): r for r in m["rows"]}
+        g = m["growth_in_T"][str(Bs[-1])]
+        eff = m["batch_scaling_efficiency"][str(Tmax)][str(Bs[-1])]
+        lines.append(f"| `{name}` | " + " | ".join(f"{rows[Tmax, b]['write_env_steps_per_s']:,.0f}" for b in Bs)
+                     + f" | {rows[Tmax, Bs[-1]]['read_ms_p50']:.3f} | {rows[Tmax, 1]['bytes_per_env']:,.0f}"
+                     + f" | {g['bytes_exponent']:+.2f}, {g['read_latency_exponent']:+.2f} | {eff:.2f} |")
+    return "\n".join(lines)
+
+
+def _load(rel: str) -> dict | None:
+    p = HERE / rel
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def attention_table(d: dict) -> str:
+    lines = [f"`{d['command'].strip()}`", "", "| T | chunk C | chunks M | hcam read ms | full attention ms | KV-cached full ms "
+             "| hcam speedup vs full | vs KV-cached |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in d["rows"]:
+        lines.append(f"| {r['T']:,} | {r['chunk_size']} | {r['num_chunks']} | {r['hcam_ms_p50']:.3f} | {r['full_ms_p50']:.3f} "
+                     f"| {r['full_cached_ms_p50']:.3f} | {r['speedup']:.1f}x | {r['speedup_vs_cached']:.1f}x |")
+    e = d["summary"]["latency_exponent_in_T"]
+    lines += ["", f"Read-latency growth exponent in T: hcam {e['hcam']:+.2f}, full {e['full']:+.2f}, "
+              f"KV-cached {e['full_cached']:+.2f}."]
+    return "\n".join(lines)
+
+
+def video_table(d: dict) -> str:
+    lines = [f"`{d['command'].strip()}`", "", "| bank | B | frames/s (all streams) | per-stream list reference | speedup "
+             "| speedup, in-place write | read p50 ms |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, bank in d["banks"].items():
+        for r in bank["rows"]:
+            ref = r.get("reference")
+            lines.append(f"| `{name}` | {r['B']} | {r['functional']['frames_per_s']:,.0f} | "
+                         + (f"{ref['frames_per_s']:,.0f} | {r['speedup_functional']:.1f}x | "
+                            f"{r.get('speedup_donate', float('nan')):.1f}x" if ref else "- | - | -")
+                         + f" | {r['read_ms_p50']:.3f} |")
+    return "\n".join(lines)
+
+
+def spatial_table(d: dict) -> str:
+    lines = [f"`{d['command'].strip()}`", "", "| points | leaves | octree insert pts/s | vs open3d Octree | vs open3d KDTree build "
+             "| radius query, batched us | open3d KDTree us | open3d Octree us |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in d["store"]:
+        lines.append(f"| {r['N']:,} | {r['leaves']:,} | {r['insert_points_per_s']:,.0f} | {r['insert_speedup_vs_o3d_octree']:.1f}x "
+                     f"| {r['insert_speedup_vs_o3d_kdtree']:.1f}x | {r['radius_batched_us_per_query']:.1f} "
+                     f"| {r['o3d_kdtree_radius_us_p50']:.1f} | {r['o3d_octree_radius_us_p50']:.0f} |")
+    bs = d["bytes_summary"]
+    lines += ["", "Octree bytes against episode length: growth exponent in T "
+              + ", ".join(f"{k} {v['bytes_exponent_in_T_tail']:+.2f}" for k, v in bs.items()) + "."]
+    pf = d.get("point_frame") or {}
+    rows = [r for r in pf.get("rows", []) if r.get("case") == "retrieval"]
+    if rows:
+        lines += ["", "| point_frame retrieval | occlusion | cached points | p50 ms | p95 ms |", "| --- | --- | --- | --- | --- |"]
+        for r in rows:
+            lines.append(f"| {r['hw']} | {r['occlusion']} | {r['cached_points']:,} | {r['read_ms_p50']:.2f} | {r['read_ms_p95']:.2f} |")
+        s = pf.get("summary", {})
+        if s:
+            lines += ["", "point_frame bytes: growth exponent in T "
+                      + ", ".join(f"{k} {v['bytes_exponent_in_T_tail']:+.2f}" for k, v in s.items()) + "."]
+    return "\n".join(lines)
+
+
+def envs_table(d: dict) -> str:
+    modes = d["config"]["modes"]
+    lines = [f"`{d['command'].strip()}`", "", "| env | single steps/s | " + " | ".join(f"{m} x{d['config']['num_envs']} env-steps/s"
+             for m in modes) + " |", "|" + " --- |" * (2 + len(modes))]
+    for e, r in d["envs"].items():
+        lines.append(f"| `{e}` | {r['single']['steps_per_s']:,.0f} | "
+                     + " | ".join(f"{r[m]['env_steps_per_s']:,.0f}" for m in modes) + " |")
+    return "\n".join(lines)
+
+
+def ppo_line(d: dict) -> str:
+    return (f"`{d['command'].strip()}`: on `{d['config']['env']}`, embodimem PPO with the `recurrent` (LSTM) memory trains at "
+            f"{d['ours_steps_per_s']:,.0f} env-steps/s against {d['reference_steps_per_s']:,.0f} for the single-file "
+            f"CleanRL-style PPO-LSTM reference (`benchmarks/ppo_lstm_reference.py`, same env and hyperparameters): "
+            f"ratio {d['ratio_ours_over_reference']:.2f}.")
+
+
+def agents_table(d: dict) -> str:
+    lines = [f"`{d['command']}`", "", f"{d['env']} {d['env_args']}, {d['steps']:,} training steps per run, evaluation on held-out seeds:",
+             "", "| memory | seeds | eval return (mean, 95% CI) | success (return >= 0.9) |", "| --- | --- | --- | --- |"]
+    for m, t in d["table"].items():
+        r, s = t["return"], t["success"]
+        lines.append(f"| `{m}` | {t['seeds']} | {r[0]:+.3f} [{r[1]:+.3f}, {r[2]:+.3f}] | {s[0]:.2f} |")
+    return "\n".join(lines)
+
+
+def all_tables() -> None:
+    for rel, fn in (("memory/memory.json", lambda d: memory_table(HERE / "memory" / "memory.json")),
+                    ("memory-all/memory.json", lambda d: memory_table(HERE / "memory-all" / "memory.json")),
+                    ("attention/attention.json", attention_table), ("video-banks/video_banks.json", video_table),
+                    ("spatial/spatial.json", spatial_table), ("envs/envs.json", envs_table), ("ppo/ppo.json", ppo_line)):
+        d = _load(rel)
+        if d is not None:
+            print(f"<!-- {rel} -->\n{fn(d)}\n")
+    for p in sorted((HERE / "agents").glob("*.json")):
+        print(f"<!-- agents/{p.name} -->\n{agents_table(json.loads(p.read_text()))}\n")
+
+
+if __name__ == "__main__":
+    all_tables()
