@@ -58,8 +58,13 @@ class Agent(nn.Module):
             n = int(np.prod(obs_space.shape))
             self.enc = nn.Sequential(nn.Flatten(), nn.Linear(n, a.hidden), nn.SiLU(), nn.Linear(a.hidden, a.feature_dim))
         self.lstm = nn.LSTM(a.feature_dim, a.hidden)
-        self.actor = nn.Sequential(nn.Linear(a.hidden, a.hidden), nn.Tanh(), nn.Linear(a.hidden, n_actions))
-        self.critic = nn.Sequential(nn.Linear(a.hidden, a.hidden), nn.Tanh(), nn.Linear(a.hidden, 1))
+        # heads read [encoder feature ; LSTM output] through two tanh layers: the same network as the
+        # embodimem policy under test, so the ratio measures the training code, not the network size
+        n_in = a.feature_dim + a.hidden
+        self.actor = nn.Sequential(nn.Linear(n_in, a.hidden), nn.Tanh(), nn.Linear(a.hidden, a.hidden), nn.Tanh(),
+                                   nn.Linear(a.hidden, n_actions))
+        self.critic = nn.Sequential(nn.Linear(n_in, a.hidden), nn.Tanh(), nn.Linear(a.hidden, a.hidden), nn.Tanh(),
+                                    nn.Linear(a.hidden, 1))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_image:
@@ -67,15 +72,16 @@ class Agent(nn.Module):
         return self.enc(x.float())
 
     def hidden(self, x: torch.Tensor, state: tuple, first: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        """x [T*B,...], first [T,B]: the LSTM over T steps, zeroing the state where an episode starts."""
+        """x [T*B,...], first [T,B] -> [feature ; LSTM output] [T*B, F+H], zeroing the state where an episode starts."""
         T, B = first.shape
-        h = self.features(x).view(T, B, -1)
+        f = self.features(x)
+        h = f.view(T, B, -1)
         outs = []
         for t in range(T):
             keep = (~first[t]).float().view(1, -1, 1)
             out, state = self.lstm(h[t:t + 1], (state[0] * keep, state[1] * keep))
             outs.append(out)
-        return torch.cat(outs).view(T * B, -1), state
+        return torch.cat([f, torch.cat(outs).view(T * B, -1)], dim=-1), state
 
 
 def run(a: Args) -> dict[str, float]:

@@ -22,3 +22,15 @@ def test_readme_commands_exist():
     for script in re.findall(r"bash (scripts/\w+\.sh)", text):
         assert (root / script).is_file(), script
     assert "RESULTS_PLACEHOLDER" not in text, "fill in the results table"
+
+
+def test_readme_results_match_benchmark_json():
+    """The Results section is exactly what benchmarks/tables.py renders from the committed JSON."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tables", README.parent / "benchmarks" / "tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    text = README.read_text()
+    body = text[text.index("<!-- results:begin -->") + len("<!-- results:begin -->"):text.index("<!-- results:end -->")]
+    assert body.strip() == tables.results_markdown().strip(), "run: python benchmarks/tables.py --readme"

@@ -86,23 +86,46 @@ class RecurrentMemory(Memory):
 
     def step(self, state: State, x_t: torch.Tensor, *, is_first: torch.Tensor,
              t: torch.Tensor | None = None, **_: Any) -> tuple[Readout, State]:
-        """Like the base step, but the readout keeps the graph to x_t and the cell parameters."""
+        """Like the base step, but the readout keeps the graph to x_t and the cell parameters.
+
+        The reset is arithmetic (rows times 0 are the fresh zeros), which needs no host sync on GPU.
+        """
         x_t = self.check_tokens(x_t)
-        state = self.reset(state, self.check_mask(is_first, x_t.shape[0], "is_first"))
+        is_first = self.check_mask(is_first, x_t.shape[0], "is_first")
+        keep = (~is_first).to(state["h"].dtype)[:, None]
+        state = {k: (v * keep if k in ("h", "c") else v) for k, v in state.items()}
+        state["step"] = state["step"].masked_fill(is_first, 0)
+        state["last_id"] = state["last_id"].masked_fill(is_first, -1)
         state = self._advance(state, x_t, t)
         return self.read(state), {k: v.detach() for k, v in state.items()}
 
     def forward(self, state: State, x: torch.Tensor, *, is_first: torch.Tensor,
                 t: torch.Tensor | None = None, **_: Any) -> tuple[Readout, State]:
-        """x [B,T,N,D]: the graph runs through h across the chunk; reset multiplies rows to the fresh zeros."""
+        """x [B,T,N,D]: the graph runs through h across the chunk; a reset multiplies rows to the fresh zeros.
+
+        Pooling, step ids and the readout are computed for the whole chunk at once; only the cell loops.
+        """
         x, is_first = self.check_sequence(x, is_first)
         self.check_tokens(x.flatten(0, 1), "x")
-        readouts = []
-        for i in range(x.shape[1]):
-            keep = (~is_first[:, i]).to(state["h"].dtype)[:, None]
-            state = {k: (v * keep if k in ("h", "c") else v) for k, v in state.items()}
-            state["step"] = torch.where(is_first[:, i], torch.zeros_like(state["step"]), state["step"])
-            state["last_id"] = torch.where(is_first[:, i], torch.full_like(state["last_id"], -1), state["last_id"])
-            state = self._advance(state, x[:, i], None if t is None else t[:, i])
-            readouts.append(self.read(state))
-        return Readout.stack(readouts, dim=1), {k: v.detach() for k, v in state.items()}
+        B, T = is_first.shape
+        inp = x.mean(dim=2).to(state["h"].dtype)  # [B,T,D]
+        keep = (~is_first).to(inp.dtype).unsqueeze(-1)  # [B,T,1]
+        h, c = state["h"], state.get("c")
+        hs = []
+        for i in range(T):
+            if c is not None:
+                h, c = self.cell(inp[:, i], (h * keep[:, i], c * keep[:, i]))
+            else:
+                h = self.cell(inp[:, i], h * keep[:, i])
+            hs.append(h)
+        ar = torch.arange(T, device=is_first.device)
+        last_reset = torch.where(is_first, ar, torch.full_like(ar, -1)).cummax(dim=1).values
+        step_at = torch.where(last_reset >= 0, ar - last_reset, state["step"][:, None] + ar)  # [B,T] before each write
+        ids = step_at if t is None else t.to(torch.long)
+        readout = Readout(tokens=torch.stack(hs, dim=1)[:, :, None], mask=torch.ones(B, T, 1, dtype=torch.bool,
+                          device=ids.device), source_ids=ids[:, :, None],
+                          time_span=torch.stack([ids, ids], dim=-1)[:, :, None])
+        final = {"h": h.detach(), "step": step_at[:, -1] + 1, "last_id": ids[:, -1]}
+        if c is not None:
+            final["c"] = c.detach()
+        return readout, final
