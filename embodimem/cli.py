@@ -6,6 +6,7 @@ from configs/ as the defaults, and flags override it. The resolved config is pri
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from typing import Callable
@@ -129,7 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"embodimem: unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return COMMANDS[argv[0]](argv[1:])
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        # bad input (unknown names, missing runs, incompatible checkpoints): the message names the problem;
+        # EMBODIMEM_DEBUG=1 shows the traceback
+        if os.environ.get("EMBODIMEM_DEBUG"):
+            raise
+        print(f"embodimem {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -41,3 +41,18 @@ def test_every_preset_in_configs_loads():
     for f in (ROOT / "configs").glob("*.yaml"):
         assert f.name in presets, f"configs/{f.name} has no loader test"
         load_yaml(presets[f.name], f)
+
+
+def test_bad_input_is_one_clear_line(tmp_path, capsys):
+    assert main(["train", "--policy.memory", "nope", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown memory 'nope'" in err and "fifo" in err and "Traceback" not in err
+    assert main(["eval", "--run-dir", str(tmp_path / "missing")]) == 2
+    assert "config.yaml" in capsys.readouterr().err
+    assert main(["bench", "memory", "--memory", "nope", "--out", str(tmp_path / "b")]) == 2
+
+
+def test_bad_names_write_nothing(tmp_path):
+    assert main(["train", "--env", "embodimem/Nope-v0", "--run-dir", str(tmp_path / "r")]) == 2
+    assert main(["train", "--policy.memory", "nope", "--run-dir", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()

@@ -54,6 +54,15 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.vectorization must be 'sync' or 'async', got {self.vectorization!r}")
         if self.resume and self.run_dir is None:
             raise ValueError("TrainConfig.resume needs run_dir (the run to continue)")
+        # names are checked before anything is written
+        from embodimem.memory import available_memories
+
+        if self.policy.memory != "none" and self.policy.memory not in available_memories():
+            raise ValueError(f"unknown memory {self.policy.memory!r}; valid: none, {', '.join(available_memories())}")
+        if self.env.startswith("embodimem/"):
+            from embodimem.envs import resolve_env_id
+
+            resolve_env_id(self.env)
 
 
 @dataclass
