@@ -11,6 +11,6 @@ python -m embodimem bench attention --out benchmarks/attention
 python -m embodimem bench video-banks --out benchmarks/video-banks
 python -m embodimem bench spatial --out benchmarks/spatial
 python -m embodimem bench envs --out benchmarks/envs
-python -m embodimem bench ppo --out benchmarks/ppo
+python -m embodimem bench ppo --repeats 3 --out benchmarks/ppo
 python benchmarks/memory_agents.py --env embodimem/POPGym-v0 --env-args task=RepeatPreviousEasy \
     --memories none recurrent fifo --seeds 0 1 2 --steps 200000 --lr 5e-4 --out benchmarks/agents
