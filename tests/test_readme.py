@@ -34,3 +34,12 @@ def test_readme_results_match_benchmark_json():
     text = README.read_text()
     body = text[text.index("<!-- results:begin -->") + len("<!-- results:begin -->"):text.index("<!-- results:end -->")]
     assert body.strip() == tables.results_markdown().strip(), "run: python benchmarks/tables.py --readme"
+
+
+def test_every_result_json_comes_from_a_command_in_run_all():
+    import json
+
+    script = (README.parent / "benchmarks" / "run_all.sh").read_text().replace("\\\n    ", "")
+    for p in sorted((README.parent / "benchmarks").glob("*/*.json")):
+        cmd = json.loads(p.read_text())["command"].strip()
+        assert cmd.replace("embodimem bench", "python -m embodimem bench", 1) in script or cmd in script, (p, cmd)
