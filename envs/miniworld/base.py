@@ -76,7 +76,7 @@ class NavTaskEnv(MiniWorldEnv):
 
     def __init__(self, layout: str | Layout | None = None, *, obs_width: int = 64, obs_height: int = 64,
                  max_steps: int = 500, forward_step: float = 0.15, turn_step: float = 15.0,
-                 start_jitter: bool = True, render_mode: str | None = None):
+                 start_jitter: bool = True, render_mode: str | None = None, progress_reward: float = 0.0):
         for name, v, hi in (("obs_width", obs_width, 1024), ("obs_height", obs_height, 1024),
                             ("max_steps", max_steps, 10**7)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= hi:
@@ -86,6 +86,9 @@ class NavTaskEnv(MiniWorldEnv):
                              f"got {forward_step!r}, {turn_step!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"{self.TASK}: render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if not (isinstance(progress_reward, (int, float)) and 0.0 <= progress_reward <= 10.0):
+            raise ValueError(f"{self.TASK}: progress_reward must be a number in [0, 10], got {progress_reward!r}")
+        self.progress_reward = float(progress_reward)
         self._fwd, self._turn = float(forward_step), float(turn_step)
         base = layout if isinstance(layout, Layout) else load_layout(layout or self.DEFAULT_LAYOUT)
         self.layout = self._prepare_layout(base)
@@ -105,6 +108,21 @@ class NavTaskEnv(MiniWorldEnv):
         self.observation_space = observation_space(int(obs_height), int(obs_width))
 
     # ------------------------------------------------------------------ hooks for tasks
+
+    def _shaping_target(self) -> np.ndarray | None:
+        """A cue-independent waypoint [2] for ``progress_reward`` shaping (e.g. the T-maze junction); None = none."""
+        return None
+
+    def _potential(self) -> float:
+        """Shaping potential: minus the geodesic metres to the waypoint until it is reached, then 0 (latched)."""
+        target = self._shaping_target()
+        if target is None or self._shaping_reached:
+            return 0.0
+        d = M.shortest_path(self.grid, np.asarray(self.agent_pos), np.asarray(target))[0]
+        if d < 0.3:
+            self._shaping_reached = True
+            return 0.0
+        return -float(d)
 
     def _prepare_layout(self, layout: Layout) -> Layout:
         """Adjust the layout once at construction (e.g. stretch it); default: unchanged."""
@@ -233,6 +251,8 @@ class NavTaskEnv(MiniWorldEnv):
         self._success = False
         self._path_length = 0.0
         self._trace = [self.agent_pos]
+        self._shaping_reached = False
+        self._phi = self._potential() if self.progress_reward else 0.0
         return build_observation(self, rgb, self.instruction), self._info(final=False)
 
     def _check_action(self, action: Any) -> int:
@@ -261,7 +281,12 @@ class NavTaskEnv(MiniWorldEnv):
         truncated = not terminated and self.step_count >= self.max_episode_steps
         rgb = self.render_obs()
         obs = build_observation(self, rgb, self.instruction)
-        return obs, float(success), bool(terminated), bool(truncated), self._info(final=terminated or truncated)
+        reward = float(success)
+        if self.progress_reward:  # potential-based (Ng et al. 1999): the optimal policy is unchanged
+            phi = self._potential()
+            reward += self.progress_reward * (phi - self._phi)
+            self._phi = phi
+        return obs, reward, bool(terminated), bool(truncated), self._info(final=terminated or truncated)
 
     def render_depth(self, frame_buffer=None) -> np.ndarray:
         """Re-render and return metric depth float32 [H,W] (metres, 0 = no reading)."""

@@ -65,6 +65,10 @@ class TMazeEnv(NavTaskEnv):
                 return True, side == self.cue
         return (True, False) if action == STOP else (False, False)
 
+    def _shaping_target(self) -> np.ndarray:
+        """The junction: the same for both cues, so shaping towards it reveals nothing about the cue."""
+        return np.asarray(self.layout.place("decision").pos)
+
     def task_state(self) -> dict:
         """Privileged state: cue (0 left / 1 right) and the goal."""
         return {**super().task_state(), "cue": self.cue}
