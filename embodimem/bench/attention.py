@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embodimem.bench.common import percentile as _percentile, save_figure, slope as _slope, sync as _sync
+from embodimem.bench.common import finish_axes, header, percentile as _percentile, save_figure, save_results, slope as _slope, sync as _sync
 from embodimem.memory import make_memory
 
 
@@ -135,8 +134,6 @@ def bench_one(cfg: Config, T: int, device: torch.device) -> dict[str, Any]:
 
 def run(cfg: Config, command: str = "") -> dict[str, Any]:
     """Run the benchmark, write ``out``/attention.json (+ attention.png) atomically, return the results."""
-    from embodimem.atomic import atomic_write_json
-
     for T in cfg.episode_lengths:
         chunk_size_for(T, cfg.top_k)  # too-short T fails before anything runs
     torch.set_num_threads(cfg.threads)
@@ -147,12 +144,7 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
     last = rows[-1]
     kvw = kv_window_bytes_per_env(cfg.dim, cfg.tokens_per_step)
     results: dict[str, Any] = {
-        "benchmark": "attention",
-        "command": command,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "device": str(device)},
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **header("attention", cfg, command, device),
         "rows": rows,
         "summary": {
             "latency_exponent_in_T": expo,
@@ -164,11 +156,7 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
         },
         "kv_window_bytes_per_env": kvw,  # None: the kv_window memory is not installed
     }
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.out / "attention.json", results)
-    if cfg.plot:
-        plot(results, cfg.out / "attention.png")
-    return results
+    return save_results(results, cfg, "attention", plot)
 
 
 AttentionBenchConfig = Config
@@ -213,13 +201,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax[2].plot(Ts, [r["full_cached_bytes_per_env"] for r in rows], marker="o", label="KV cache")
     if results.get("kv_window_bytes_per_env") is not None:
         ax[2].axhline(results["kv_window_bytes_per_env"], color="C3", ls="--", label="kv_window")
-    for a, title in zip(ax, ("read latency p50 (ms)", "hcam speedup (x)", "state bytes per env")):
-        a.set_title(title)
-        a.set_xlabel("T (steps)")
-        a.set_xscale("log")
-        a.set_yscale("log")
-        a.grid(alpha=0.3)
-        a.legend(fontsize=7)
+    finish_axes(ax, [(t, "T (steps)") for t in ("read latency p50 (ms)", "hcam speedup (x)", "state bytes per env")])
     m = results["machine"]
     fig.suptitle(f"embodimem bench attention  ({m['device']}, {m['threads']} thread(s), torch {m['torch']})")
     save_figure(fig, path)

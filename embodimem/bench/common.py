@@ -44,11 +44,22 @@ def machine(device: torch.device | str = "cpu", **extra: Any) -> dict[str, Any]:
             "threads": torch.get_num_threads(), "device": str(device), **extra}
 
 
-def header(benchmark: str, cfg: Any, command: str, device: torch.device | str = "cpu") -> dict[str, Any]:
+def header(benchmark: str, cfg: Any, command: str, device: torch.device | str = "cpu", **machine_extra: Any) -> dict[str, Any]:
     """The fields every result JSON starts with (config with Paths as strings)."""
     conf = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
-    return {"benchmark": benchmark, "command": command, "config": conf, "machine": machine(device),
+    return {"benchmark": benchmark, "command": command, "config": conf, "machine": machine(device, **machine_extra),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def save_results(results: dict[str, Any], cfg: Any, stem: str, plot: Any = None) -> dict[str, Any]:
+    """Write ``cfg.out/<stem>.json`` atomically and, when ``cfg.plot`` is set, ``<stem>.png``; returns results."""
+    from embodimem.atomic import atomic_write_json
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cfg.out / f"{stem}.json", results)
+    if plot is not None and getattr(cfg, "plot", False):
+        plot(results, cfg.out / f"{stem}.png")
+    return results
 
 
 def finish_axes(axes: Any, titles: list[tuple[str, str]], logy: tuple[bool, ...] | None = None) -> None:

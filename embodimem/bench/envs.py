@@ -10,9 +10,7 @@ number of free cores). Ratios, not absolute rates, are what to compare across ma
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from embodimem.bench.common import save_figure
+from embodimem.bench.common import header, save_figure, save_results
 
 DEFAULT_ENVS = ["TMaze-v0", "ObjectRecall-v0", "SignNav-v0", "Revisit-v0"]
 _PROBS = np.array([0.2, 0.2, 0.6, 0.0])  # turn_left, turn_right, move_forward, stop
@@ -98,7 +96,6 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
     """Run the benchmark, write ``out``/envs.json (+ envs.png) atomically, return the results."""
     from tqdm import tqdm
 
-    from embodimem.atomic import atomic_write_json
     from embodimem.envs import resolve_env_id
     from embodimem.envs.ids_navigation import NAVIGATION_IDS
 
@@ -108,12 +105,8 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
         raise ValueError(f"bench envs: modes must be among sync/async (got {cfg.modes}), steps and num_envs >= 1, "
                          f"warmup >= 0")
     results: dict[str, Any] = {
-        "benchmark": "envs",
-        "command": command,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **header("envs", cfg, command, cpus=os.cpu_count(),
+                 load_avg_at_start=list(os.getloadavg()) if hasattr(os, "getloadavg") else None),
         "envs": {},
     }
     jobs = [(e, m) for e in ids for m in ("single", *cfg.modes)]
@@ -125,11 +118,7 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
             r = bench_vector(env_id, mode, cfg)
             r["ratio_to_single"] = r["env_steps_per_s"] / row["single"]["steps_per_s"]
             row[mode] = r
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.out / "envs.json", results)
-    if cfg.plot:
-        plot(results, cfg.out / "envs.png")
-    return results
+    return save_results(results, cfg, "envs", plot)
 
 
 EnvsBenchConfig = Config

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from embodimem.bench.common import finish_axes, header, percentile, save_figure, slope, sync
+from embodimem.bench.common import finish_axes, header, percentile, save_figure, save_results, slope, sync
 from embodimem.memory import available_memories, make_memory, memory_config_class
 
 
@@ -105,8 +105,6 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
     """Run the benchmark, write ``out``/memory.json (+ memory.png) atomically, return the results."""
     from tqdm import tqdm
 
-    from embodimem.atomic import atomic_write_json
-
     names = available_memories() if cfg.memory == ["all"] else list(cfg.memory)
     for n in names:
         memory_config_class(n)  # unknown names fail here, listing the valid ones
@@ -122,11 +120,7 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
         row = bench_one(mem, T, B, cfg.read_reps, device, cfg.seed)
         rows[n].append(row)
         results["memories"][n] = {"config": mcfg.to_dict(), "rows": rows[n], **summarize(rows[n])}
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.out / "memory.json", results)
-    if cfg.plot:
-        plot(results, cfg.out / "memory.png")
-    return results
+    return save_results(results, cfg, "memory", plot)
 
 
 MemoryBenchConfig = Config  # the name used in docs and tests

@@ -7,9 +7,7 @@ same size after a conv (or MLP) encoder of the same shape, and run single-thread
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
-import platform
 import sys
 import tempfile
 import time
@@ -17,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from embodimem.bench.common import header, save_results
 
 REFERENCE = Path(__file__).resolve().parents[2] / "benchmarks" / "ppo_lstm_reference.py"
 
@@ -67,8 +65,6 @@ def _ours(cfg: Config) -> dict[str, float]:
 
 def run(cfg: Config, command: str = "") -> dict[str, Any]:
     """Alternate reference and ours ``repeats`` times; the ratio of best steps/s is the result."""
-    from embodimem.atomic import atomic_write_json
-
     ref = _reference()
     args = ref.Args(env=cfg.env, num_envs=cfg.num_envs, num_steps=cfg.num_steps, updates=cfg.updates,
                     feature_dim=cfg.feature_dim, hidden=cfg.hidden, seed=cfg.seed)
@@ -78,14 +74,9 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
         ours.append(_ours(cfg))
     best_ref = max(r["steps_per_s"] for r in refs)
     best_ours = max(o["steps_per_s"] for o in ours)
-    res = {"benchmark": "ppo", "command": command,
-           "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()},
-           "machine": {"platform": platform.platform(), "torch": torch.__version__},
-           "reference_runs": refs, "ours_runs": ours,
+    res = {**header("ppo", cfg, command), "reference_runs": refs, "ours_runs": ours,
            "reference_steps_per_s": best_ref, "ours_steps_per_s": best_ours, "ratio_ours_over_reference": best_ours / best_ref}
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.out / "ppo.json", res)
-    return res
+    return save_results(res, cfg, "ppo")
 
 
 def format_table(res: dict[str, Any]) -> str:

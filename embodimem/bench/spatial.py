@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from embodimem.bench.common import finish_axes, header, percentile, save_figure, slope, sync
+from embodimem.bench.common import finish_axes, header, percentile, save_figure, save_results, slope, sync
 from embodimem.spatial.morton import MortonGrid
 from embodimem.spatial.voxel_store import VoxelStore
 
@@ -256,7 +256,6 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(cfg: Config, command: str = "") -> dict[str, Any]:
     """Run all parts, write ``out``/spatial.json (+ spatial.png) atomically, return the results."""
-    from embodimem.atomic import atomic_write_json
     from embodimem.spatial.open3d_io import require_open3d
 
     require_open3d()  # the comparison needs it: fail before any work, with the install hint
@@ -274,11 +273,7 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
     else:
         res["point_frame"] = {"skipped": "disabled" if not cfg.point_frame else
                               "embodimem.bench.spatial_point_frame is not present"}
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.out / "spatial.json", res)
-    if cfg.plot:
-        plot(res, cfg.out / "spatial.png")
-    return res
+    return save_results(res, cfg, "spatial", plot)
 
 
 def _f(x: Any, spec: str = ".3g") -> str:

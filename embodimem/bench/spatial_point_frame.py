@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 import torch
 
-from embodimem.bench.common import save_figure, sync
+from embodimem.bench.common import header, save_figure, save_results, sync
 from embodimem.geometry import intrinsics_from_fov
 from embodimem.memory import make_memory
 from embodimem.memory.point_frame import PointFrameConfig
@@ -195,20 +194,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(cfg: Config, command: str = "") -> dict[str, Any]:
     """Standalone run: write ``out``/spatial_point_frame.json (+ .png) atomically and return the results."""
-    from embodimem.atomic import atomic_write_json
-
     torch.set_num_threads(cfg.threads)
     rows = run_rows(cfg)
-    res = {"benchmark": "spatial_point_frame", "command": command,
-           "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-           "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-                       "threads": torch.get_num_threads(), "device": cfg.device},
-           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows, "summary": summarize(rows)}
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.out / "spatial_point_frame.json", res)
-    if cfg.plot:
-        plot(res, cfg.out / "spatial_point_frame.png")
-    return res
+    res = {**header("spatial_point_frame", cfg, command, cfg.device), "rows": rows, "summary": summarize(rows)}
+    return save_results(res, cfg, "spatial_point_frame", plot)
 
 
 def format_table(res: dict[str, Any]) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import torch
 
-from embodimem.bench.common import percentile, save_figure, sync
+from embodimem.bench.common import finish_axes, header, percentile, save_figure, save_results, sync
 from embodimem.bench.reference import REFERENCES, reference_module
 from embodimem.memory import make_memory, memory_config_class
 from embodimem.memory.state import state_nbytes
@@ -189,19 +188,12 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
     """Run the benchmark, write ``out``/video_banks.json (+ .png) atomically, return the results."""
     from tqdm import tqdm
 
-    from embodimem.atomic import atomic_write_json
-
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     skipped = {n: why for n in cfg.banks if (why := _available(n)) is not None}
     names = [n for n in cfg.banks if n not in skipped]
     results: dict[str, Any] = {
-        "benchmark": "video-banks",
-        "command": command,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "device": str(device)},
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **header("video-banks", cfg, command, device),
         "references": {n: REFERENCES.get(n) for n in names},
         "skipped": skipped,
         "banks": {},
@@ -210,11 +202,7 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
         rows = [bench_bank(name, B, cfg, device) for B in cfg.batch_sizes]
         results["banks"][name] = {"config": bank_config(name, cfg).to_dict(), "rows": rows,
                                   "bytes_per_stream": bytes_per_stream(name, cfg, device)}
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.out / "video_banks.json", results)
-    if cfg.plot:
-        plot(results, cfg.out / "video_banks.png")
-    return results
+    return save_results(results, cfg, "video_banks", plot)
 
 
 def format_table(res: dict[str, Any]) -> str:
@@ -272,13 +260,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             if b[who]:
                 Ts = sorted(int(t) for t in b[who])
                 ax[2].plot(Ts, [b[who][str(t)] for t in Ts], style, color=col, label=f"{name} {who}")
-    for a, (title, xl) in zip(ax, [("write throughput, all streams (frames/s)", "B streams"),
-                                    ("read latency p50 (ms)", "B streams"), ("state bytes per stream", "T frames")]):
-        a.set_title(title)
-        a.set_xlabel(xl)
-        a.set_xscale("log")
-        a.set_yscale("log")
-        a.grid(alpha=0.3)
-        a.legend(fontsize=7)
+    finish_axes(ax, [("write throughput, all streams (frames/s)", "B streams"), ("read latency p50 (ms)", "B streams"),
+                     ("state bytes per stream", "T frames")])
     fig.suptitle(f"embodimem bench video-banks ({results['machine']['device']}, torch {results['machine']['torch']})")
     save_figure(fig, path)
