@@ -1,4 +1,4 @@
-"""Frame-id rules shared by the video banks (``pyramid``, ``merge``).
+"""Frame-id rules and cached index constants shared by the video banks (``pyramid``, ``merge``).
 
 A bank writes one frame per row per call. Its id is ``t`` [B] when given, else the row's previous id + 1, so
 with no ``t`` the ids count steps since the row's last reset (a reset sets ``last_id`` to -1). Explicit ids
@@ -7,9 +7,23 @@ must be >= 0 and strictly increase within an episode; anything else raises, so n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
-__all__ = ["next_frame_ids"]
+__all__ = ["cached_constants", "next_frame_ids"]
+
+
+def cached_constants(cache: dict[Any, dict[str, Any]], device: torch.device, B: int,
+                     build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Index constants per (device, B), built once; the cache is emptied past 16 keys so it stays bounded."""
+    key = (device, B)
+    if key not in cache:
+        if len(cache) > 16:
+            cache.clear()
+        cache[key] = build()
+    return cache[key]
 
 
 def next_frame_ids(name: str, last_id: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:

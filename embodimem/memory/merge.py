@@ -35,7 +35,7 @@ import torch
 
 from embodimem.memory import register_memory
 from embodimem.memory.base import Memory, MemoryConfig, Readout
-from embodimem.memory.frames import next_frame_ids
+from embodimem.memory.frames import cached_constants, next_frame_ids
 from embodimem.memory.similarity import first_argmax, paired_cosine
 from embodimem.memory.state import State
 
@@ -71,17 +71,12 @@ class MergeMemory(Memory):
 
     def _k(self, device: torch.device, B: int) -> dict[str, torch.Tensor]:
         """Index constants for flat row indexing, cached per (device, B)."""
-        key = (device, B)
-        if key not in self._dev:
-            if len(self._dev) > 16:
-                self._dev.clear()
-            L, N = self.config.capacity, self.config.tokens_per_step
-            self._dev[key] = {
-                "j": torch.arange(L, device=device)[None, :, None],  # slot index [1,L,1]
-                "n": torch.arange(N, device=device),
-                "ar": torch.arange(B, device=device),
-            }
-        return self._dev[key]
+        L, N = self.config.capacity, self.config.tokens_per_step
+        return cached_constants(self._dev, device, B, lambda: {
+            "j": torch.arange(L, device=device)[None, :, None],  # slot index [1,L,1]
+            "n": torch.arange(N, device=device),
+            "ar": torch.arange(B, device=device),
+        })
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         c = self.config
@@ -108,7 +103,6 @@ class MergeMemory(Memory):
         return self._write(state, item, t)
 
     def _write(self, state: State, item: torch.Tensor, t: torch.Tensor | None) -> State:
-        c = self.config
         x = self.check_tokens(item, "item").to(state["tokens"].dtype)
         ids = next_frame_ids(self.name, state["last_id"], t)
         tok, cnt, span, valid, pc = (state[k] for k in ("tokens", "counts", "span", "valid", "pair_cos"))

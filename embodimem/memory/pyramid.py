@@ -41,7 +41,7 @@ import torch
 
 from embodimem.memory import register_memory
 from embodimem.memory.base import Memory, MemoryConfig, Readout
-from embodimem.memory.frames import next_frame_ids
+from embodimem.memory.frames import cached_constants, next_frame_ids
 from embodimem.memory.resample import grid_avg_pool, grid_bilinear
 from embodimem.memory.similarity import adjacent_cosine, cosine_to, first_argmax
 from embodimem.memory.state import State
@@ -186,18 +186,17 @@ class PyramidMemory(Memory):
 
     def _k(self, device: torch.device, B: int) -> dict[str, torch.Tensor]:
         """Device copies of the constants, plus arange(B) and its multiples for flat indexing (cached)."""
-        key = (device, B)
-        if key not in self._dev:
-            if len(self._dev) > 16:
-                self._dev.clear()
+
+        def build() -> dict[str, Any]:
             k = {n: v.to(device) for n, v in self._host.items()}
             k["ar"] = torch.arange(B, device=device)
             k["arS"] = k["ar"] * sum(self.config.capacities)
             k["arC"] = [k["ar"] * cap for cap in self.config.capacities]
             if self._period:  # plan by (id % period, full bits): [period, 2^L', 4L]
                 k["plan_by_res"] = k["plan"].view(-1, 2 ** len(self.levels), k["plan"].shape[1])[k["entry"]]
-            self._dev[key] = k
-        return self._dev[key]
+            return k
+
+        return cached_constants(self._dev, device, B, build)
 
     # ----- state ------------------------------------------------------------------------------------
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
