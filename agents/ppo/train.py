@@ -21,7 +21,7 @@ from embodimem.agents.ppo.config import TrainConfig
 from embodimem.agents.ppo.distributed import DistInfo, allreduce_gradients, allreduce_mean, init_distributed, shutdown
 from embodimem.agents.ppo.policy import MemoryPolicy
 from embodimem.agents.ppo.rollout import Rollout
-from embodimem.checkpoint import load_checkpoint, save_checkpoint
+from embodimem.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from embodimem.config import print_config
 from embodimem.runs import RunDir, truncate_metrics
 from embodimem.seeding import rank_seed, seed_everything
@@ -101,17 +101,17 @@ def train(cfg: TrainConfig, env_fns: list[Any] | None = None) -> dict[str, Any]:
     mem = policy.init_memory(B, device)
     is_first = torch.ones(B, dtype=torch.bool, device=device)
     ep_return = torch.zeros(B)
-    ep_len = torch.zeros(B, dtype=torch.long)
 
     if cfg.resume:
-        ckpt = run.latest_checkpoint() if run else None
+        ckpt = latest_checkpoint(cfg.run_dir / "checkpoints")  # every rank loads the shared weights
         if ckpt is None:
             raise FileNotFoundError(f"resume: no checkpoint in {cfg.run_dir}/checkpoints")
         loaded = load_checkpoint(ckpt, model=policy, optimizer=optimizer, expected_config=cfg,
                                  ignore_config_fields=RESUME_MAY_CHANGE)
         update, global_step = loaded.counters["update"], loaded.counters["global_step"]
         ex = loaded.extra
-        if ex.get("envs") is not None:  # exact resume: the envs, observation and memory as they were
+        # exact resume: the envs, observation and memory as they were (rank 0 saved its own; other ranks restart)
+        if ex.get("envs") is not None and dist_info.is_main:
             import cloudpickle
 
             saved_envs = cloudpickle.loads(bytes(ex["envs"].numpy()))
@@ -120,11 +120,12 @@ def train(cfg: TrainConfig, env_fns: list[Any] | None = None) -> dict[str, Any]:
             obs = {k: v.to(device) for k, v in ex["obs"].items()}
             is_first = ex["is_first"].to(device)
             mem = {k: v.to(device) for k, v in ex["memory"].items()}
-            ep_return, ep_len = ex["ep_return"], ex["ep_len"]
+            ep_return = ex["ep_return"]
         else:  # envs with native handles (GL, simulators): new episodes from seeds offset by the step count
             obs_np, _ = envs.reset(seed=[seed * 1000 + global_step + i for i in range(B)])
             obs = obs_to_torch(obs_np, keys, device)
-        truncate_metrics(run.metrics_path, global_step)
+        if run is not None:
+            truncate_metrics(run.metrics_path, global_step)
     logger = run.metrics_logger() if run else None
 
     from tqdm import tqdm
@@ -161,13 +162,11 @@ def train(cfg: TrainConfig, env_fns: list[Any] | None = None) -> dict[str, Any]:
             obs = obs_to_torch(obs_np, keys, device)
             is_first = torch.as_tensor(done, device=device)
             ep_return += ro.rewards[t]
-            ep_len += 1
             succ = episode_ends(info, done)
             for i in np.flatnonzero(done):
                 recent_success.append(float(succ[i]))
                 recent_return.append(float(ep_return[i]))
             ep_return[torch.as_tensor(done)] = 0.0
-            ep_len[torch.as_tensor(done)] = 0
         global_step += steps_per_update
 
         with torch.no_grad():  # bootstrap value of the next observation; the memory state is not advanced
@@ -228,7 +227,7 @@ def train(cfg: TrainConfig, env_fns: list[Any] | None = None) -> dict[str, Any]:
                                 counters={"update": update, "global_step": global_step}, config=cfg,
                                 extra={"memory": {k: v.cpu() for k, v in mem.items()},
                                        "obs": {k: v.cpu() for k, v in obs.items()}, "is_first": is_first.cpu(),
-                                       "ep_return": ep_return.clone(), "ep_len": ep_len.clone(),
+                                       "ep_return": ep_return.clone(),
                                        "envs": _pickle_envs(envs)})
     bar.close()
     if logger is not None:
