@@ -7,6 +7,7 @@ starts the next episode with ``is_first`` set, which resets only that row of the
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -141,8 +142,6 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _json_line(r: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(r) + "\n"
 
 
