@@ -56,7 +56,7 @@ def evaluate(cfg: EvalConfig, env_fn: Any = None) -> dict[str, Any]:
     envs = [make() for _ in range(n_slots)]
     policy = MemoryPolicy(train_cfg.policy, envs[0].observation_space, envs[0].action_space).to(device).eval()
     load_checkpoint(ckpt, model=policy, restore_rng=False)
-    keys = tuple(k for k in (policy.obs_key, *policy.geometry_keys) if k)
+    keys = policy.obs_keys
     torch.manual_seed(cfg.start_seed)  # action sampling is reproducible too
 
     records: list[dict[str, Any]] = []

@@ -124,6 +124,11 @@ class MemoryPolicy(nn.Module):
             return D + Dm
         raise ValueError(f"unknown conditioner {cfg.conditioner!r}; valid: cross_attention, gate, concat")
 
+    @property
+    def obs_keys(self) -> tuple[str, ...]:
+        """The observation entries the policy reads: the encoder input plus the memory's geometry keys."""
+        return tuple(k for k in (self.obs_key, *self.geometry_keys) if k)
+
     # ----- memory state ---------------------------------------------------------------------------------
     def init_memory(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Fresh memory state (an empty dict for the memoryless policy)."""

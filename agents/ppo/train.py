@@ -90,7 +90,7 @@ def train(cfg: TrainConfig, env_fns: list[Any] | None = None) -> dict[str, Any]:
     envs = make_vector_env(cfg, env_fns)
     policy = MemoryPolicy(cfg.policy, envs.single_observation_space, envs.single_action_space).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
-    keys = tuple(k for k in (policy.obs_key, *policy.geometry_keys) if k)
+    keys = policy.obs_keys
     B, T = cfg.num_envs, cfg.num_steps
     steps_per_update = B * T * dist_info.world_size
     num_updates = max(1, cfg.total_steps // steps_per_update)

@@ -159,9 +159,6 @@ def run(cfg: Config, command: str = "") -> dict[str, Any]:
     return save_results(results, cfg, "attention", plot)
 
 
-AttentionBenchConfig = Config
-
-
 def format_table(res: dict[str, Any]) -> str:
     """A plain-text table of one attention benchmark result."""
     lines = [f"{'T':>7}{'C':>5}{'M':>6}{'k':>3}{'hcam ms':>10}{'full ms':>10}{'cached ms':>11}"
