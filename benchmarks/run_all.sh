@@ -12,5 +12,6 @@ python -m embodimem bench video-banks --out benchmarks/video-banks
 python -m embodimem bench spatial --out benchmarks/spatial
 python -m embodimem bench envs --out benchmarks/envs
 python -m embodimem bench ppo --repeats 3 --out benchmarks/ppo
-python benchmarks/memory_agents.py --env embodimem/POPGym-v0 --env-args task=RepeatPreviousEasy \
-    --memories none recurrent fifo --seeds 0 1 2 --steps 200000 --lr 5e-4 --out benchmarks/agents
+# The agents tables: one process per core fills each grid (they merge into one JSON; re-running resumes).
+python benchmarks/memory_agents.py --config configs/popgym_repeat_previous.yaml --memories none recurrent fifo \
+    --seeds 0 1 2 --out benchmarks/agents

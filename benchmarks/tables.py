@@ -99,12 +99,26 @@ def ppo_line(d: dict) -> str:
             f"ratio {d['ratio_ours_over_reference']:.2f}.")
 
 
+AGENT_NOTES = {  # preset stem -> what a reader needs to interpret the table
+    "tmaze": "Success is reaching the cued arm's end; a memoryless policy that reaches an arm succeeds half the "
+             "time (0.5), so only success above 0.5 shows memory. Returns include the progress shaping (up to "
+             "about 0.1 x 11 m).",
+    "object_recall": "Success is touching the crate that was red; a memoryless policy that touches a crate "
+                     "succeeds a quarter of the time (0.25).",
+    "popgym_repeat_previous": "Chance play returns about -0.5 (success is not defined for POPGym: it stays 0).",
+}
+
+
 def agents_table(d: dict) -> str:
-    lines = [f"`{d['command']}`", "", f"{d['env']} {d['env_args']}, {d['steps']:,} training steps per run, evaluation on held-out seeds:",
-             "", "| memory | seeds | eval return (mean, 95% CI) | success (return >= 0.9) |", "| --- | --- | --- | --- |"]
+    ci = lambda v, f: f"{v[0]:{f}} [{v[1]:{f}}, {v[2]:{f}}]"  # noqa: E731  mean [95% interval]
+    has_spl = any("spl" in t for t in d["table"].values())
+    lines = ["\n\n".join(f"`{c}`" for c in d.get("commands", [d["command"]])), "", f"`{d['env']}` {d['env_args']}, {d['steps']:,} training steps per run (preset "
+             f"`{d.get('preset', '?')}`), evaluation on 64 held-out episodes per seed; mean over seeds [95% t-interval]:",
+             "", "| memory | seeds | success | eval return |" + (" SPL |" if has_spl else ""),
+             "| --- | --- | --- | --- |" + (" --- |" if has_spl else "")]
     for m, t in d["table"].items():
-        r, s = t["return"], t["success"]
-        lines.append(f"| `{m}` | {t['seeds']} | {r[0]:+.3f} [{r[1]:+.3f}, {r[2]:+.3f}] | {s[0]:.2f} |")
+        row = f"| `{m}` | {t['seeds']} | {ci(t['success'], '.2f')} | {ci(t['return'], '+.3f')} |"
+        lines.append(row + (f" {ci(t['spl'], '.2f')} |" if has_spl and "spl" in t else " |" if has_spl else ""))
     return "\n".join(lines)
 
 
@@ -148,8 +162,9 @@ def results_markdown() -> str:
         if d is not None:
             out += [f"### {head}", "", fn(d), "", note, ""]
     for p in sorted((HERE / "agents").glob("*.json")):
-        out += ["### Memory-conditioned PPO agents", "", agents_table(json.loads(p.read_text())), "",
-                "Chance play returns about -0.5. The MiniWorld comparisons are still to come (see Status).", ""]
+        d = json.loads(p.read_text())
+        out += [f"### Memory-conditioned PPO agents: `{d['env']}`", "", agents_table(d), "",
+                AGENT_NOTES.get(p.stem, ""), ""]
     return "\n".join(out)
 
 

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up, then benchmark the default memories
-# (write throughput, read latency, bytes per env, growth in T, batch scaling) into runs/bench-memory/.
+# The main job on the embedded default: set up, then a short PPO run with the `recurrent` memory on the
+# MiniWorld delayed-cue T-maze (configs/tmaze.yaml) on CPU, its evaluation on held-out seeds (summary printed,
+# per-episode metrics and mp4s written) and its learning curve. Extra arguments go to `embodimem train`
+# (e.g. --policy.memory fifo --total-steps 300000). Everything lands in runs/tmaze-<timestamp>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1
-"${PYTHON:-python3}" -m embodimem doctor
-"${PYTHON:-python3}" -m embodimem bench memory --config configs/bench_memory.yaml --out runs/bench-memory "$@"
+PY="${PYTHON:-python3}"
+RUN="runs/tmaze-$(date +%Y%m%d-%H%M%S)"
+"$PY" -m embodimem doctor   # which optional backends this machine has
+"$PY" -m embodimem train --config configs/tmaze.yaml --total-steps "${STEPS:-100000}" --run-dir "$RUN" "$@"
+"$PY" -m embodimem eval --run-dir "$RUN" --episodes 32 --videos 2
+"$PY" -m embodimem plot --runs "$RUN" --out "$RUN/curves.png"
+echo "run directory: $RUN (metrics.jsonl, checkpoints/, eval/summary.json, eval/per_episode.jsonl, eval/videos/, curves.png)"

@@ -19,6 +19,7 @@ from embodimem.memory import Memory, available_memories, make_memory, memory_con
 from embodimem.memory.state import State
 from embodimem.perception import EncoderOutput, make_encoder
 
+MEMORY_TOKENS = ("grid", "pooled")
 # observation keys that may feed a memory's geometry keyword arguments
 GEOMETRY_KEYS = ("depth", "pose", "intrinsics", "place")
 
@@ -33,6 +34,7 @@ class PolicyConfig:
     encoder_width: int = 16  # conv: channels of the first layer; vector obs: MLP hidden width
     encoder_depth: int = 3  # conv: stride-2 layers (64x64 -> 8x8 tokens at 3)
     vector_tokens: int = 1  # vector obs: tokens per step the MLP encoder emits
+    memory_tokens: str = "grid"  # what each step writes: "grid" (every encoder token) | "pooled" (their mean, 1)
     conditioner: str = "cross_attention"  # cross_attention | gate | concat
     heads: int = 4  # attention heads of the cross-attention conditioner
     time_embed: str = "age"  # none | age | source_id: when each memory slot was written, added to its key
@@ -83,6 +85,8 @@ class MemoryPolicy(nn.Module):
             raise ValueError(f"MemoryPolicy needs a Discrete action space, got {action_space}")
         if cfg.memory != "none" and cfg.memory not in available_memories():
             raise ValueError(f"unknown memory {cfg.memory!r}; valid: none, {', '.join(available_memories())}")
+        if cfg.memory_tokens not in MEMORY_TOKENS:
+            raise ValueError(f"unknown memory_tokens {cfg.memory_tokens!r}; valid: {', '.join(MEMORY_TOKENS)}")
         self.cfg = cfg
         self.obs_key = observation_key(obs_space)
         space = obs_space[self.obs_key] if self.obs_key else obs_space
@@ -98,7 +102,7 @@ class MemoryPolicy(nn.Module):
         self.geometry_keys: tuple[str, ...] = ()
         feat = D
         if cfg.memory != "none":
-            self.memory = make_memory(memory_config(cfg, n_tokens))
+            self.memory = make_memory(memory_config(cfg, n_tokens if cfg.memory_tokens == "grid" else 1))
             g = torch.Generator().manual_seed(0)
             self.geometry_keys = tuple(self.memory.example_inputs(1, 1, g)[1].keys())
             missing = [k for k in self.geometry_keys if not isinstance(obs_space, gym.spaces.Dict) or k not in obs_space.spaces]
@@ -142,7 +146,7 @@ class MemoryPolicy(nn.Module):
             feat = enc.pooled
         else:
             geo = {k: obs[k] for k in self.geometry_keys}
-            readout, mem = self.memory.step(mem, enc.tokens, is_first=is_first, **geo)
+            readout, mem = self.memory.step(mem, self._written(enc), is_first=is_first, **geo)
             feat = self._condition(enc.pooled, readout)
         return self.actor(feat), self.critic(feat).squeeze(-1), mem
 
@@ -156,7 +160,8 @@ class MemoryPolicy(nn.Module):
         if self.memory is None:
             feat = pooled
         else:
-            tokens = enc.tokens.view(B, T, *enc.tokens.shape[1:])
+            written = self._written(enc)
+            tokens = written.view(B, T, *written.shape[1:])
             geo = {k: obs[k] for k in self.geometry_keys}
             readout, _ = self.memory(mem0, tokens, is_first=is_first, **geo)
             feat = self._condition(pooled, readout)
@@ -164,6 +169,10 @@ class MemoryPolicy(nn.Module):
 
     def _encode(self, x: torch.Tensor) -> EncoderOutput:
         return self.encoder(x)
+
+    def _written(self, enc: EncoderOutput) -> torch.Tensor:
+        """The tokens a step writes to memory [B,N,D]: the encoder's tokens, or their mean as one token."""
+        return enc.tokens if self.cfg.memory_tokens == "grid" else enc.pooled.unsqueeze(1)
 
     def _condition(self, pooled: torch.Tensor, readout: Any) -> torch.Tensor:
         if self.conditioner is not None:

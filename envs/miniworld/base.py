@@ -2,6 +2,8 @@
 
 Actions (``Discrete(4)``): 0 turn_left (+turn_step degrees), 1 turn_right, 2 move_forward (forward_step metres,
 blocked by walls and objects), 3 stop (ends the episode; success only if the task's goal is reached).
+``stop_action=False`` drops stop (``Discrete(3)``) for tasks whose goal regions end the episode by themselves
+(T-maze): a policy learning from scratch then cannot end every episode at once for nothing.
 Observations: see ``embodimem.envs.miniworld.adapter`` (rgb, depth, pose, intrinsics, instruction).
 Reward: 1 on the step that solves the task, else 0. Episodes end by themselves: success, failure, stop, or
 the task's step budget ``max_steps`` (truncation). gymnasium's own ``gym.make(..., max_episode_steps=N)`` adds
@@ -42,6 +44,7 @@ from miniworld.params import DEFAULT_PARAMS  # noqa: E402
 __all__ = ["ACTIONS", "Leg", "NavTaskEnv"]
 
 ACTIONS = ("turn_left", "turn_right", "move_forward", "stop")
+_POTENTIAL_CACHES: dict[tuple, dict[tuple[int, int, int], float]] = {}  # per task and world geometry
 TURN_LEFT, TURN_RIGHT, FORWARD, STOP = range(4)
 
 
@@ -76,7 +79,8 @@ class NavTaskEnv(MiniWorldEnv):
 
     def __init__(self, layout: str | Layout | None = None, *, obs_width: int = 64, obs_height: int = 64,
                  max_steps: int = 500, forward_step: float = 0.15, turn_step: float = 15.0,
-                 start_jitter: bool = True, render_mode: str | None = None, progress_reward: float = 0.0):
+                 start_jitter: bool = True, render_mode: str | None = None, progress_reward: float = 0.0,
+                 stop_action: bool = True):
         for name, v, hi in (("obs_width", obs_width, 1024), ("obs_height", obs_height, 1024),
                             ("max_steps", max_steps, 10**7)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= hi:
@@ -89,6 +93,7 @@ class NavTaskEnv(MiniWorldEnv):
         if not (isinstance(progress_reward, (int, float)) and 0.0 <= progress_reward <= 10.0):
             raise ValueError(f"{self.TASK}: progress_reward must be a number in [0, 10], got {progress_reward!r}")
         self.progress_reward = float(progress_reward)
+        self.stop_action = bool(stop_action)
         self._fwd, self._turn = float(forward_step), float(turn_step)
         base = layout if isinstance(layout, Layout) else load_layout(layout or self.DEFAULT_LAYOUT)
         self.layout = self._prepare_layout(base)
@@ -104,25 +109,49 @@ class NavTaskEnv(MiniWorldEnv):
                                   obs_height=int(obs_height), window_width=max(64, int(obs_width)),
                                   window_height=max(64, int(obs_height)), params=params, domain_rand=False,
                                   render_mode=render_mode)
-        self.action_space = spaces.Discrete(len(ACTIONS))
+        self.action_space = spaces.Discrete(len(ACTIONS) if self.stop_action else len(ACTIONS) - 1)
+
         self.observation_space = observation_space(int(obs_height), int(obs_width))
 
     # ------------------------------------------------------------------ hooks for tasks
 
-    def _shaping_target(self) -> np.ndarray | None:
-        """A cue-independent waypoint [2] for ``progress_reward`` shaping (e.g. the T-maze junction); None = none."""
-        return None
+    def _shaping_targets(self) -> tuple[list[np.ndarray], float]:
+        """Cue-independent ``progress_reward`` targets for the current phase: (points [2], extra metres).
+
+        The potential is minus (the geodesic metres to the nearest point + the extra metres still to walk after
+        it). Every candidate goal counts, never only the cued one, so shaping reveals nothing a memory should
+        hold (T-maze: both arm ends). Default: no shaping.
+        """
+        return [], 0.0
+
+    @property
+    def _potential_cache(self) -> dict[tuple[int, int, int], float]:
+        """(phase, row, col) -> geodesic metres to the shaping targets, shared by the envs of a process on one world."""
+        cache = self.__dict__.get("_shared_potentials")
+        if cache is None:
+            L = self.layout
+            world = (type(self).__name__, L.rooms, L.openings, tuple(sorted((k, p.pos) for k, p in L.places.items())),
+                     float(self.agent.radius))
+            cache = self._shared_potentials = _POTENTIAL_CACHES.setdefault(world, {})
+        return cache
 
     def _potential(self) -> float:
-        """Shaping potential: minus the geodesic metres to the waypoint until it is reached, then 0 (latched)."""
-        target = self._shaping_target()
-        if target is None or self._shaping_reached:
+        """Shaping potential of the agent's grid cell in the current phase, memoised per (phase, cell).
+
+        The targets are fixed per phase and world, so shaping costs shortest paths once per new cell for all the
+        envs of a process on the same world, not per step.
+        """
+        targets, extra = self._shaping_targets()
+        if not targets:
             return 0.0
-        d = M.shortest_path(self.grid, np.asarray(self.agent_pos), np.asarray(target))[0]
-        if d < 0.3:
-            self._shaping_reached = True
-            return 0.0
-        return -float(d)
+        cell = tuple(int(v) for v in self.grid.cells(self.agent_pos))
+        key = (self.phase, *cell)
+        d = self._potential_cache.get(key)
+        if d is None:
+            centre = np.asarray(self.grid.origin) + (np.array([cell[1], cell[0]]) + 0.5) * self.grid.resolution
+            d = self._potential_cache[key] = min(M.shortest_path(self.grid, centre, np.asarray(t))[0]
+                                                 for t in targets)
+        return -(d + extra)
 
     def _prepare_layout(self, layout: Layout) -> Layout:
         """Adjust the layout once at construction (e.g. stretch it); default: unchanged."""
@@ -251,15 +280,15 @@ class NavTaskEnv(MiniWorldEnv):
         self._success = False
         self._path_length = 0.0
         self._trace = [self.agent_pos]
-        self._shaping_reached = False
         self._phi = self._potential() if self.progress_reward else 0.0
         return build_observation(self, rgb, self.instruction), self._info(final=False)
 
     def _check_action(self, action: Any) -> int:
         a = np.asarray(action)
-        if a.shape != () or not np.issubdtype(a.dtype, np.integer) or not 0 <= int(a) < len(ACTIONS):
-            raise ValueError(f"{self.TASK}: action {action!r} is outside the action space Discrete({len(ACTIONS)}) "
-                             f"({', '.join(f'{i}={n}' for i, n in enumerate(ACTIONS))})")
+        n = int(self.action_space.n)
+        if a.shape != () or not np.issubdtype(a.dtype, np.integer) or not 0 <= int(a) < n:
+            raise ValueError(f"{self.TASK}: action {action!r} is outside the action space Discrete({n}) "
+                             f"({', '.join(f'{i}={name}' for i, name in enumerate(ACTIONS[:n]))})")
         return int(a)
 
     def step(self, action: Any):

@@ -36,17 +36,8 @@ def fake_space(name: str) -> gym.spaces.Dict:
     return gym.spaces.Dict(spaces)
 
 
-@pytest.mark.parametrize("name", ["none", *available_memories()])
-def test_replay_reproduces_rollout_logprobs(name):
-    """Chunked replay through memory.forward gives the rollout's log-probs exactly (ratio 1 before updates)."""
-    torch.manual_seed(0)
-    args = {} if name == "none" else small_memory_args(name)
-    pcfg = PolicyConfig(memory=name, memory_args=args, feature_dim=8, hidden=16, heads=2)
-    if name != "none":
-        ex = memory_config_class(name).example()
-        pcfg.feature_dim, pcfg.vector_tokens = ex.dim, ex.tokens_per_step
-    space = fake_space(name)
-    policy = MemoryPolicy(pcfg, space, gym.spaces.Discrete(3)).eval()
+def _replay_error(policy: MemoryPolicy, name: str) -> float:
+    """Roll the policy out over random inputs, then replay in chunks: max |ratio - 1| of the first epoch."""
     B, T, L = 3, 8, 4
     ro = Rollout(T, B, L)
     g = torch.Generator().manual_seed(1)
@@ -66,7 +57,35 @@ def test_replay_reproduces_rollout_logprobs(name):
         a = torch.distributions.Categorical(logits=logits).sample()
         ro.actions[t], ro.logprobs[t] = a, torch.distributions.Categorical(logits=logits).log_prob(a)
         is_first = torch.rand(B, generator=g) < 0.2
-    assert first_epoch_ratio_check(policy, ro, torch.device("cpu")) < 1e-4
+    return first_epoch_ratio_check(policy, ro, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", ["none", *available_memories()])
+def test_replay_reproduces_rollout_logprobs(name):
+    """Chunked replay through memory.forward gives the rollout's log-probs exactly (ratio 1 before updates)."""
+    torch.manual_seed(0)
+    args = {} if name == "none" else small_memory_args(name)
+    pcfg = PolicyConfig(memory=name, memory_args=args, feature_dim=8, hidden=16, heads=2)
+    if name != "none":
+        ex = memory_config_class(name).example()
+        pcfg.feature_dim, pcfg.vector_tokens = ex.dim, ex.tokens_per_step
+    policy = MemoryPolicy(pcfg, fake_space(name), gym.spaces.Discrete(3)).eval()
+    assert _replay_error(policy, name) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["fifo", "kv_window"])
+def test_pooled_memory_tokens_write_one_token_per_step_and_replay_exactly(name):
+    torch.manual_seed(0)
+    pcfg = PolicyConfig(memory=name, memory_args=small_memory_args(name), feature_dim=8, hidden=16, heads=2,
+                        vector_tokens=3, memory_tokens="pooled")
+    policy = MemoryPolicy(pcfg, fake_space(name), gym.spaces.Discrete(3)).eval()
+    assert policy.memory.config.tokens_per_step == 1
+    enc = policy._encode(torch.randn(2, 5))
+    assert enc.tokens.shape[1] == 3
+    torch.testing.assert_close(policy._written(enc), enc.tokens.mean(1, keepdim=True))
+    assert _replay_error(policy, name) < 1e-4
+    with pytest.raises(ValueError, match="memory_tokens"):
+        MemoryPolicy(PolicyConfig(memory=name, memory_tokens="mean"), fake_space(name), gym.spaces.Discrete(3))
 
 
 def _cfg(tmp_path, memory, total, **kw):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from embodimem.envs import metrics as M
 from embodimem.envs.miniworld.base import STOP, Leg, NavTaskEnv
 
 __all__ = ["ObjectRecallEnv"]
@@ -75,6 +76,16 @@ class ObjectRecallEnv(NavTaskEnv):
             i = min(touched, key=lambda k: np.linalg.norm(self.agent_pos - np.array(self.crates[k].pos[::2])))
             return True, i == self.target
         return (True, False) if action == STOP else (False, False)
+
+    def _shaping_targets(self) -> tuple[list[np.ndarray], float]:
+        """The beacon (plus the walk from it to the nearest crate), then every crate alike."""
+        crates = [np.array([c.pos[0], c.pos[2]]) for c in self.crates]
+        if self.phase == 0:
+            beacon = np.asarray(self.layout.place("beacon").pos)
+            if not hasattr(self, "_beacon_to_crate"):  # the layout is fixed: one set of shortest paths per env
+                self._beacon_to_crate = min(M.shortest_path(self.grid, beacon, c)[0] for c in crates)
+            return [beacon], self._beacon_to_crate
+        return crates, 0.0
 
     def task_state(self) -> dict:
         """Privileged state: target slot, phase (1 after the beacon)."""

@@ -65,9 +65,9 @@ class TMazeEnv(NavTaskEnv):
                 return True, side == self.cue
         return (True, False) if action == STOP else (False, False)
 
-    def _shaping_target(self) -> np.ndarray:
-        """The junction: the same for both cues, so shaping towards it reveals nothing about the cue."""
-        return np.asarray(self.layout.place("decision").pos)
+    def _shaping_targets(self) -> tuple[list[np.ndarray], float]:
+        """Both arm ends, whatever the cue: shaping leads to the junction and into an arm, never a given one."""
+        return [np.asarray(g) for g in self.goals], 0.0
 
     def task_state(self) -> dict:
         """Privileged state: cue (0 left / 1 right) and the goal."""
