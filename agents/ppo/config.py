@@ -77,4 +77,5 @@ class EvalConfig:
     deterministic: bool = False  # greedy actions instead of sampling (sampling is the reported default)
     videos: int = 2  # mp4s of the first episodes, with metrics overlaid
     device: str = "cpu"
+    threads: int = 1  # torch threads (more threads than free cores makes small nets many times slower)
     out: Path | None = None  # default: <run_dir>/eval

@@ -45,6 +45,9 @@ def evaluate(cfg: EvalConfig, env_fn: Any = None) -> dict[str, Any]:
     ckpt = cfg.checkpoint or latest_checkpoint(run_dir / "checkpoints")
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} (train first, or pass --checkpoint)")
+    if cfg.threads <= 0:
+        raise ValueError(f"EvalConfig.threads must be > 0, got {cfg.threads}")
+    torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     out = Path(cfg.out) if cfg.out else run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +105,8 @@ def evaluate(cfg: EvalConfig, env_fn: Any = None) -> dict[str, Any]:
             if term or trunc:
                 rec = {"episode_ix": ep, "seed": cfg.start_seed + ep, "return": slot_ret[i], "length": slot_len[i],
                        "success": bool(info.get("is_success", False))}
-                rec.update({k: float(info[k]) for k in METRIC_KEYS if k in info})
+                final = {**info, **info.get("metrics", {})}  # navigation tasks report episode metrics on the last step
+                rec.update({k: float(final[k]) for k in METRIC_KEYS if k in final})
                 records.append(rec)
                 bar.update(1)
                 if ep in frames:

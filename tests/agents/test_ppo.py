@@ -168,3 +168,23 @@ def test_evaluate_writes_per_episode_and_summary(tmp_path):
     a, b = evaluate(ev2, env_fn=CueRecall), evaluate(ev3, env_fn=CueRecall)
     assert a["success"] == b["success"] and a["return"] == b["return"]
     assert isinstance(s1["videos"], list) and len(s1["videos"]) == 1
+
+
+def test_evaluate_reports_the_navigation_metrics_of_miniworld_episodes(tmp_path):
+    """SPL, soft-SPL and nDTW arrive in info["metrics"] on an episode's last step; eval records and summarises them."""
+    import json
+
+    from embodimem.agents.ppo.config import EvalConfig
+    from embodimem.agents.ppo.evaluate import evaluate
+
+    cfg = TrainConfig(env="embodimem/TMaze-v0", env_args={"delay": 0, "max_steps": 12, "obs_width": 16,
+                                                           "obs_height": 16, "stop_action": False},
+                      num_envs=2, num_steps=16, chunk_len=16, total_steps=32, minibatches=2, run_dir=tmp_path / "run",
+                      progress=False, policy=PolicyConfig(memory="none", feature_dim=8, hidden=8, encoder_depth=2))
+    train(cfg)
+    s = evaluate(EvalConfig(run_dir=cfg.run_dir, episodes=3, num_envs=2, videos=0))
+    recs = [json.loads(x) for x in (cfg.run_dir / "eval" / "per_episode.jsonl").read_text().splitlines()]
+    for k in ("spl", "soft_spl", "ndtw", "sdtw"):
+        assert all(k in r for r in recs) and k in s and f"{k}_ci95" in s
+    assert all(r["length"] == 12 and not r["success"] and r["spl"] == 0.0 for r in recs)  # 12 steps cannot reach an arm
+    assert all(0.0 <= r["soft_spl"] <= 1.0 and 0.0 <= r["ndtw"] <= 1.0 for r in recs)
