@@ -50,13 +50,22 @@ def parse_kv(items: list[str]) -> dict:
 
 
 def summarise(results: dict, memories: list[str], seeds: list[int]) -> dict:
-    """Per memory: mean and 95% t-interval over seeds of each eval metric, and the seed count."""
+    """Per memory: mean and 95% t-interval over seeds of each eval metric, the seed count and the memory_args."""
     table = {}
     for memory in memories:
         runs = [results["runs"][f"{memory}/{s}"]["eval"] for s in seeds if f"{memory}/{s}" in results["runs"]]
         if runs:
             table[memory] = {m: mean_ci([r[m] for r in runs]) for m in METRICS if all(m in r for r in runs)}
+            for m in ("success", "spl"):  # rates: a t-interval over 3 seeds can leave [0, 1]; clip it
+                if m in table[memory]:
+                    mu, lo, hi = table[memory][m]
+                    table[memory][m] = (mu, max(0.0, lo), min(1.0, hi))
             table[memory]["seeds"] = len(runs)
+            args = {json.dumps(results["runs"][f"{memory}/{s}"].get("memory_args", {}), sort_keys=True)
+                    for s in seeds if f"{memory}/{s}" in results["runs"]}
+            if len(args) > 1:
+                raise ValueError(f"{memory}: runs with different memory_args {sorted(args)} in one table")
+            table[memory]["memory_args"] = json.loads(args.pop())
     return table
 
 
@@ -117,13 +126,14 @@ def main() -> None:
             tr = train(cfg)
             ev = evaluate(EvalConfig(run_dir=run_dir, episodes=a.eval_episodes, num_envs=8, videos=0,
                                      start_seed=10_000 + 1000 * seed))
-            results["runs"][key] = {"train": tr, "eval": ev, "seconds": time.perf_counter() - t0}
+            results["runs"][key] = {"train": tr, "eval": ev, "seconds": time.perf_counter() - t0,
+                                    "memory_args": policy.memory_args}
             print(f"{key}: success {ev['success']:.2f} return {ev['return']:.3f} ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
             results = save(out_json, results, a.memories, a.seeds)  # after every run: an interruption loses nothing
     results = save(out_json, results, a.memories, a.seeds)
     for m, t in results["table"].items():
-        print(f"{m:12s} " + "  ".join(f"{k} {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for k, v in t.items() if k != "seeds")
+        print(f"{m:12s} " + "  ".join(f"{k} {t[k][0]:.3f} [{t[k][1]:.3f}, {t[k][2]:.3f}]" for k in METRICS if k in t)
               + f"  n={t['seeds']}")
 
 

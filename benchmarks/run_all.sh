@@ -13,5 +13,7 @@ python -m embodimem bench spatial --out benchmarks/spatial
 python -m embodimem bench envs --out benchmarks/envs
 python -m embodimem bench ppo --repeats 3 --out benchmarks/ppo
 # The agents tables: one process per core fills each grid (they merge into one JSON; re-running resumes).
-python benchmarks/memory_agents.py --config configs/popgym_repeat_previous.yaml --memories none recurrent fifo \
+python benchmarks/memory_agents.py --config configs/popgym_repeat_previous.yaml --memories none recurrent hcam kv_window \
+    --seeds 0 1 2 --out benchmarks/agents
+python benchmarks/memory_agents.py --config configs/popgym_repeat_previous.yaml --memories fifo --memory-args fifo:capacity=8 \
     --seeds 0 1 2 --out benchmarks/agents
