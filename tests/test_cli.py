@@ -34,10 +34,12 @@ def test_bench_memory_from_preset_with_overrides(tmp_path, capsys):
 
 
 def test_every_preset_in_configs_loads():
+    from embodimem.agents.ppo.config import TrainConfig
     from embodimem.bench.memory import Config as MemoryBenchConfig
     from embodimem.config import load_yaml
 
-    presets = {"bench_memory.yaml": MemoryBenchConfig}
+    presets = {"bench_memory.yaml": MemoryBenchConfig, "tmaze.yaml": TrainConfig, "object_recall.yaml": TrainConfig,
+               "popgym_repeat_previous.yaml": TrainConfig}  # training presets also step: tests/agents/test_presets.py
     for f in (ROOT / "configs").glob("*.yaml"):
         assert f.name in presets, f"configs/{f.name} has no loader test"
         load_yaml(presets[f.name], f)

@@ -11,7 +11,7 @@ import torch
 from embodimem.bench.reference.cognitive_lists import CognitiveListReference
 from embodimem.memory import make_memory
 from embodimem.memory.samplers import StreamingEpisodeSampler
-from embodimem.memory.state import state_nbytes
+from embodimem.memory.state import clone_state, state_nbytes, states_equal
 
 D, K, L = 8, 3, 4  # width, tokens per step (N=2 perceptual + 1 cognitive), capacity
 
@@ -61,6 +61,26 @@ def test_matches_list_reference(consolidation, weighting, merge_on):
                 torch.testing.assert_close(s["sim"][b, j], mem.bank_similarity(pos[b, j - 1:j], pos[b, j:j + 1])[0])
     if consolidation == "merge":
         assert int(s["merges"].sum()) > 0
+
+
+@pytest.mark.parametrize("consolidation", ["merge", "fifo"])
+def test_functional_write_leaves_input_untouched_and_donate_matches(consolidation):
+    """The default write returns new tensors (its input state is intact); donate=True updates in place, same result.
+    Identical entries make every merge kind happen: with the new item (p = L-1) and beside it (p = L-2)."""
+    mem = mem_(consolidation=consolidation)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 4 * L, K, D, generator=g)
+    x[0, L + 1:] = x[0, L]  # row 0: repeats of one frame
+    s = mem.init_state(3)
+    for i in range(x.shape[1]):
+        snapshot = clone_state(s)
+        out = mem.write(s, x[:, i])
+        assert states_equal(s, snapshot), "write mutated its input"
+        assert states_equal(mem.write(clone_state(s), x[:, i], donate=True), out)
+        # the cached unit tokens of the newest entry equal the newest entry's, normalised
+        newest = mem.time_ordered(out)["tokens"][:, -1]
+        assert torch.equal(out["unit_newest"], newest / newest.norm(dim=-1, keepdim=True).clamp_min(1e-8))
+        s = out
 
 
 @pytest.mark.parametrize("consolidation", ["merge", "fifo"])

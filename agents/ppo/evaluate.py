@@ -91,7 +91,7 @@ def evaluate(cfg: EvalConfig, env_fn: Any = None) -> dict[str, Any]:
     while len(records) < cfg.episodes:
         active = [i for i in range(n_slots) if slot_ep[i] >= 0]
         with torch.no_grad():
-            logits, _, mem = policy.act(_stack(obs_rows, device), mem, is_first.to(device))
+            logits, _, mem = policy.act(_stack(obs_rows, device), mem, is_first.to(device), donate=True)
         actions = logits.argmax(-1) if cfg.deterministic else Categorical(logits=logits).sample()
         is_first[:] = False
         for i in active:

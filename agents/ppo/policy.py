@@ -7,6 +7,7 @@ reproduces the rollout's log-probabilities exactly (tests check it for every mem
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,7 @@ class MemoryPolicy(nn.Module):
         feat = D
         if cfg.memory != "none":
             self.memory = make_memory(memory_config(cfg, n_tokens if cfg.memory_tokens == "grid" else 1))
+            self._donates = "donate" in inspect.signature(self.memory.write).parameters
             g = torch.Generator().manual_seed(0)
             self.geometry_keys = tuple(self.memory.example_inputs(1, 1, g)[1].keys())
             missing = [k for k in self.geometry_keys if not isinstance(obs_space, gym.spaces.Dict) or k not in obs_space.spaces]
@@ -139,14 +141,19 @@ class MemoryPolicy(nn.Module):
         return {} if self.memory is None else self.memory.init_state(batch_size, device=device)
 
     # ----- one step (rollout) ---------------------------------------------------------------------------
-    def act(self, obs: dict[str, torch.Tensor], mem: State, is_first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, State]:
-        """obs entries [B,...]; is_first bool [B] -> (logits [B,A], value [B], new memory state)."""
+    def act(self, obs: dict[str, torch.Tensor], mem: State, is_first: torch.Tensor,
+            donate: bool = False) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """obs entries [B,...]; is_first bool [B] -> (logits [B,A], value [B], new memory state).
+
+        ``donate=True`` hands ``mem`` over: a memory whose ``write`` takes ``donate`` updates its tensors in place
+        instead of copying them (same values), so the caller must not use ``mem`` again; others ignore it."""
         enc = self._encode(obs[self.obs_key] if self.obs_key else obs[""])
         if self.memory is None:
             feat = enc.pooled
         else:
             geo = {k: obs[k] for k in self.geometry_keys}
-            readout, mem = self.memory.step(mem, self._written(enc), is_first=is_first, **geo)
+            hand_over = {"donate": True} if donate and self._donates else {}  # for write (read ignores it)
+            readout, mem = self.memory.step(mem, self._written(enc), is_first=is_first, **geo, **hand_over)
             feat = self._condition(enc.pooled, readout)
         return self.actor(feat), self.critic(feat).squeeze(-1), mem
 

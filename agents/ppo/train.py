@@ -146,12 +146,12 @@ def train(cfg: TrainConfig, env_fns: list[Any] | None = None) -> dict[str, Any]:
         ro = Rollout(T, B, cfg.chunk_len)
         policy.eval()  # no dropout anywhere in the acting path
         for t in range(T):
-            if t % cfg.chunk_len == 0:
-                ro.chunk_states.append({k: v.cpu() for k, v in mem.items()})
+            if t % cfg.chunk_len == 0:  # a copy even on CPU: the acts below update ``mem`` in place (donate)
+                ro.chunk_states.append({k: v.to("cpu", copy=True) for k, v in mem.items()})
             ro.store_obs(t, {k: v.cpu() for k, v in obs.items()})
             ro.is_first[t] = is_first.cpu()
             with torch.no_grad():
-                logits, value, mem = policy.act(obs, mem, is_first)
+                logits, value, mem = policy.act(obs, mem, is_first, donate=True)
                 dist = Categorical(logits=logits)
                 action = dist.sample()
             obs_np, reward, term, trunc, info = envs.step(action.cpu().numpy())

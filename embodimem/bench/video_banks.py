@@ -4,7 +4,8 @@ For each bank (default: pyramid, merge, and cognitive when its module exists) an
 (frames/s per stream and in total, after a warm-up that fills the bank, so eviction/merging is in the timed
 part), read latency p50/p95, and -- where ``embodimem.bench.reference.REFERENCES`` registers a per-stream list
 reference of the published code -- the same numbers for that reference and the speed-up ratios. Banks whose
-``write`` takes ``donate`` are also timed with it (their tensors updated in place; see embodimem.memory.pyramid).
+``write`` takes ``donate`` are also timed with it (their tensors updated in place, as the PPO rollout and
+evaluation use them; see embodimem.memory.pyramid).
 Bytes per stream are measured after each T in ``byte_lengths``. Times are wall clock and thread CPU time; on a
 shared machine the CPU-time ratio is the steadier one.
 """

@@ -11,6 +11,8 @@ touches two slots per bank (O(N D) per row, plus one copy of the bank unless ``d
   order  [B,L,2]:   slot of each time position, per bank: positions are right-aligned (L-1 = newest entry,
                     the first L - min(t, L) positions point at empty slots); ``time_ordered`` gathers through it;
   sim    [B,L,2]:   similarity of positions j-1 and j, per bank (0 at j = 0), so a write computes O(1) cosines;
+  unit_newest [B,N+1,D]: the newest entry's tokens, each divided by its norm (zeros when empty): a cache the
+                    next write's similarity reads instead of gathering and normalising that entry again;
   valid  [B,L]: positions in use (both banks always hold min(t, L) entries); step, last_id, merges [B].
 
 Write: append the step's entry; when that makes L+1 entries, consolidate back to L:
@@ -40,7 +42,6 @@ read sees the current step in the bank (MemoryVLA retrieves before appending).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,8 @@ from torch import nn
 
 from embodimem.memory import register_memory
 from embodimem.memory.base import Memory, MemoryConfig, Readout
+from embodimem.memory.frames import cached_constants, copy_rows_
+from embodimem.memory.similarity import normalize, normalize_
 from embodimem.memory.state import State
 
 CONSOLIDATIONS = ("merge", "fifo")
@@ -184,6 +187,7 @@ class CognitiveMemory(Memory):
         N = config.tokens_per_step - 1
         # bank of each token: 0 for the N perceptual tokens, 1 for the cognitive token
         self.register_buffer("token_bank", torch.tensor([0] * N + [1]), persistent=False)
+        self._consts: dict[Any, dict[str, torch.Tensor]] = {}  # write's index constants per (device, B)
 
     @property
     def num_perceptual(self) -> int:
@@ -200,6 +204,7 @@ class CognitiveMemory(Memory):
             "span": torch.full((B, L, 2, 2), -1, **long),
             "order": torch.arange(L, device=device)[None, :, None].repeat(B, 1, 2),
             "sim": torch.zeros(B, L, 2, device=device),
+            "unit_newest": torch.zeros(B, K, D, device=device),
             "valid": torch.zeros(B, L, dtype=torch.bool, device=device),
             "step": torch.zeros(B, **long),
             "last_id": torch.full((B,), -1, **long),
@@ -207,6 +212,20 @@ class CognitiveMemory(Memory):
         }
 
     # ----- write ----------------------------------------------------------------------------------------
+    def _k(self, device: torch.device, B: int) -> dict[str, torch.Tensor]:
+        """Index constants per (device, B), cached: flat token rows of slot 0 [1,B,K], time positions [1,L,1] (and
+        position 0), the offsets from p of the positions a consolidation touches."""
+
+        def build() -> dict[str, torch.Tensor]:
+            L, K = self.config.capacity, self.config.tokens_per_step
+            ar = torch.arange(B, device=device)
+            pos = torch.arange(L, device=device)[None, :, None]
+            return {"pos": pos, "first": pos == 0,
+                    "offsets": torch.tensor([1, 2, 0, -1], device=device)[None, :, None],
+                    "rows": (ar[:, None] * (L * K) + torch.arange(K, device=device))[None]}
+
+        return cached_constants(self._consts, device, B, build)
+
     @torch.no_grad()
     def write(self, state: State, item: torch.Tensor, *, t: torch.Tensor | None = None, donate: bool = False,
               **_: Any) -> State:
@@ -216,14 +235,19 @@ class CognitiveMemory(Memory):
         slots per bank: O(N D) work per row, plus one copy of the bank unless ``donate=True`` hands the input
         state over (its tensors are updated in place and returned; results are identical).
         """
-        item = self.check_tokens(item, "item").detach().to(state["tokens"].dtype)
+        item = self.check_tokens(item, "item").detach().to(state["tokens"].dtype).contiguous()
         ids = checked_ids(self.name, state["step"], state["last_id"], t)
         B, L = state["valid"].shape
+        k = self._k(item.device, B)
         full = state["valid"][:, 0]  # right-aligned positions: position 0 is used only when the bank is full
-        tb, order = self.token_bank, state["order"]
-        tok = state["tokens"] if donate and state["tokens"].is_contiguous() else state["tokens"].clone()
-        rows = _Rows(tok, tb)
-        new_sim = self.bank_similarity(rows(order[:, L - 1]), item)  # [B,2]: newest held entry vs the new one
+        tok = state["tokens"]
+        if not (donate and tok.is_contiguous()):
+            tok = tok.clone(memory_format=torch.contiguous_format)
+        # the newest held entry against the new one, per bank (F.cosine_similarity's arithmetic, bit for bit);
+        # the item's unit tokens become the next write's ``unit_newest``
+        unit = normalize(item)
+        prev = state["unit_newest"]
+        new_sim = bank_mean((prev.mul_(unit) if donate else prev * unit).sum(-1))  # [B,2]
         ext_sim = torch.cat([state["sim"][:, 1:], new_sim[:, None]], 1)  # [B,L,2]: pair i = positions i, i+1
         if self.config.consolidation == "merge":
             if self.config.merge_on == "joint":
@@ -231,21 +255,106 @@ class CognitiveMemory(Memory):
                 pair = ((N * ext_sim[..., 0] + ext_sim[..., 1]) / (N + 1)).argmax(1)[:, None].expand(B, 2)
             else:
                 pair = ext_sim.argmax(1)  # the first maximum: ties go to the lowest index
-            p = torch.where(full[:, None], pair, torch.full_like(pair, -1))
+            p = torch.where(full[:, None], pair, -1)
         else:
             p = torch.full((B, 2), -1, dtype=torch.long, device=full.device)  # FIFO: always drop position 0
-        new = consolidate(state, tok, rows, item, ids, ext_sim, p, self.config.merge_weighting,
-                          self.bank_similarity, donate)
+        new = self._consolidate(state, tok, item, unit, ids, ext_sim, p, k, donate)
         merged = full.long() if self.config.consolidation == "merge" else torch.zeros_like(state["merges"])
         return {**new, "valid": torch.cat([state["valid"][:, 1:], torch.ones_like(full[:, None])], 1),
                 "step": state["step"] + 1, "last_id": ids, "merges": state["merges"] + merged}
+
+    def _per_token(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-bank values [...,2] -> per token [...,N+1] (``x[..., token_bank]`` as an expand + cat, far cheaper)."""
+        return torch.cat([x[..., :1].expand(*x.shape[:-1], self.num_perceptual), x[..., 1:]], -1)
+
+    def _token_rows(self, k: dict[str, torch.Tensor], slots: torch.Tensor) -> torch.Tensor:
+        """Flat row (in tokens.view(-1, D)) of every token of the entries in slots [B,n,G]: int64 [n,B,K]."""
+        return torch.add(k["rows"], self._per_token(slots.transpose(0, 1)), alpha=self.config.tokens_per_step)
+
+    def _consolidate(self, state: State, tok: torch.Tensor, item: torch.Tensor, unit: torch.Tensor,
+                     ids: torch.Tensor, ext_sim: torch.Tensor, p: torch.Tensor, k: dict[str, torch.Tensor],
+                     donate: bool) -> State:
+        """Shrink time positions [held 0..L-1; new item L] back to L, per bank g: p[b,g] = -1 drops position 0
+        (empty, or FIFO); p >= 0 merges positions p, p+1 into p's slot. The new item takes the slot of the
+        removed position r (0, or p+1); for p = L-1 it is merged straight into the newest entry.
+
+        ``tok`` (the output tokens, already a copy unless donated) is written in place: the item's and the
+        merged entry's slots only; ``unit`` (the item's unit tokens, ours) becomes ``unit_newest``. Returns
+        tokens, count, span (slot-indexed), order, sim (positional: sim[:, j] = similarity of positions j-1, j)
+        and unit_newest. Temporaries are updated in place; the arithmetic is the released formulas'
+        (F.cosine_similarity, the weighted mean), bit for bit.
+        """
+        order, count, span = state["order"], state["count"], state["span"]
+        B, L, G = count.shape
+        D, n = item.shape[-1], item[..., 0].numel()  # n = B * (N+1) token rows
+        flat, pos = tok.view(-1, D), k["pos"]
+        # time positions of: the removed one r = p+1 (it takes the new item; 0 when not merging, L = the item
+        # itself), the pair's right neighbour, the pair's first entry (it takes the merged one), its left
+        # neighbour; [B,4,G], their slots and their token rows [4,B,N+1]
+        at = p[:, None] + k["offsets"]
+        slots = order.gather(1, at.clamp(0, L - 1))
+        f, a = slots[:, 0], slots[:, 2]
+        rows = self._token_rows(k, slots)
+        # per bank: merging; the pair's second entry is the new item (p = L-1, it merges into the newest entry);
+        # the pair's right neighbour is the new item (p = L-2)
+        flags = torch.stack([p >= 0, p == L - 1, p == L - 2])
+        merging, b_new = flags[0], flags[1]
+        (m0, m1), (b0, b1), (r0, r1) = flags.sum(1).tolist()  # the write's one host sync
+        n_merge, n_new = m0 + m1, b0 * self.num_perceptual + b1  # n_new: token rows of the p = L-1 merges
+        cnt = count if donate else count.clone()
+        spn = span if donate else span.clone()
+        if n_merge:  # everything is read before slot f or a is written
+            cf, ca = count.gather(1, slots[:, 0::2]).unbind(1)
+            sf, sa = span.gather(1, slots[:, 0::2, :, None].expand(B, 2, G, 2)).unbind(1)
+            cb = torch.where(b_new, 1, cf)
+            cab = ca + cb
+            if self.config.merge_weighting == "count":  # size-weighted (rows not merging may hold empty slots)
+                w = ca.to(tok.dtype) / cab.clamp_min(1).to(tok.dtype)
+            else:
+                w = torch.full_like(ca, 0.5, dtype=tok.dtype)
+            g = flat.index_select(0, rows.view(-1)).view(4, *item.shape)  # the pair's second, right, first, left
+            if b0 + b1 + r0 + r1:  # the pair's second entry (p = L-1) or its right neighbour (p = L-2) is the item
+                fix = self._per_token(flags[1:]).view(-1).nonzero().squeeze(1)  # rows of g[0] then g[1]
+                copy_rows_(g.view(-1, D), fix, item.view(-1, D).index_select(0, fix % n))
+            wt = self._per_token(w)[..., None]
+            merged = g[2].mul_(wt).add_(g[0].mul_(1 - wt))  # first * w + second * (1 - w), [B,N+1,D]
+        # writes: the new item into slot f, then (merging rows) the merged entry into slot a (a == f when p = L-1)
+        copy_rows_(flat, rows[0].view(-1), item.view(-1, D))
+        cnt.scatter_(1, f[:, None], 1)
+        spn.scatter_(1, f[:, None, :, None].expand(B, 1, G, 2), ids.view(B, 1, 1, 1).expand(B, 1, G, 2))
+        if n_merge:
+            ra, src = rows[2].view(-1), merged.view(-1, D)
+            a_cnt, a_span = cab, torch.stack([sa[..., 0], torch.where(b_new, ids[:, None], sf[..., 1])], -1)
+            if n_merge < merging.numel():  # rows not merging keep the item in a == f
+                m = self._per_token(merging).view(-1).nonzero().squeeze(1)
+                ra, src = ra.index_select(0, m), src.index_select(0, m)
+                a_cnt = torch.where(merging, a_cnt, 1)
+                a_span = torch.where(merging[..., None], a_span, ids[:, None, None])
+            copy_rows_(flat, ra, src)
+            cnt.scatter_(1, a[:, None], a_cnt[:, None])
+            spn.scatter_(1, a[:, None, :, None].expand(B, 1, G, 2), a_span[:, None])
+            # the two similarities touching the merged entry: with its right (position p+1 of the result) and
+            # left (position p) neighbours
+            nbr = normalize_(g[1::2])
+            s_right, s_left = bank_mean(nbr.mul_(normalize_(merged)).sum(-1)).unbind(0)
+            if n_new:  # p = L-1: the merged entry is the newest (its rows lead ``fix``, which is sorted)
+                fix = fix[:n_new]
+                copy_rows_(unit.view(-1, D), fix, merged.view(-1, D).index_select(0, fix))
+        # positional bookkeeping: drop position r, append slot f as the newest (unchanged when r = L)
+        new_order = torch.where(pos < at[:, :1], order, torch.cat([order[:, 1:], f[:, None]], 1))
+        # positions before the pair keep their pairs (the old sim; its position 0 is 0), later ones shift left
+        sim = torch.where(pos < p[:, None], state["sim"], ext_sim)
+        if n_merge:  # rows not merging have r = 0: position 0, cleared below
+            sim = torch.where(pos == p[:, None], s_left[:, None], sim)
+            sim = torch.where(pos == at[:, :1], s_right[:, None], sim)
+        return {"tokens": tok, "count": cnt, "span": spn, "order": new_order, "sim": sim.masked_fill(k["first"], 0.0),
+                "unit_newest": unit}
 
     @staticmethod
     def bank_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-bank entry similarity: a, b [B,N+1,D] -> [B,2] (mean per-token cosine of the N perceptual
         tokens; cosine of the cognitive tokens). A zero vector has cosine 0."""
-        cos = F.cosine_similarity(a, b, dim=-1)  # [B,N+1]
-        return torch.stack([cos[:, :-1].mean(-1), cos[:, -1]], -1)
+        return bank_mean(F.cosine_similarity(a, b, dim=-1))
 
     def time_ordered(self, state: State) -> State:
         """Entries in time order, right-aligned (position L-1 newest): tokens [B,L,N+1,D], count [B,L,2],
@@ -305,31 +414,15 @@ class CognitiveMemory(Memory):
             state = self.reset(state, is_first[:, i])
             state = self.write(state, x[:, i], t=None if t is None else t[:, i])
             snaps.append(state)
-        seq = {k: torch.stack([s[k] for s in snaps], 1).flatten(0, 1) for k in state}  # [B*T,...]
+        seq = {k: torch.stack([s[k] for s in snaps], 1).flatten(0, 1) for k in state if k != "unit_newest"}
         r = self.fuse(seq, x.flatten(0, 1).to(state["tokens"].dtype))
         return r.map(lambda v: v.unflatten(0, (B, T))), {k: v.detach() for k, v in state.items()}
 
 
-class _Rows:
-    """Per-token slot access into tokens [B,L,K,D] (contiguous): token k of row b lives in slot s[b, bank(k)]."""
-
-    def __init__(self, tok: torch.Tensor, token_bank: torch.Tensor):
-        self.B, self.L, self.K, self.D = tok.shape
-        self.flat, self.tb = tok.view(-1, self.D), token_bank
-        self.bi = torch.arange(self.B, device=tok.device)[:, None]
-        self.ki = torch.arange(self.K, device=tok.device)[None]
-
-    def index(self, slot: torch.Tensor) -> torch.Tensor:
-        """Flat row index [B*K] of each token's slot; slot [B,G] per bank."""
-        return ((self.bi * self.L + slot[:, self.tb]) * self.K + self.ki).reshape(-1)
-
-    def __call__(self, slot: torch.Tensor) -> torch.Tensor:
-        """Tokens [B,K,D] at slot [B,G] (per bank)."""
-        return self.flat.index_select(0, self.index(slot)).view(self.B, self.K, self.D)
-
-    def put(self, slot: torch.Tensor, values: torch.Tensor) -> None:
-        """Write values [B,K,D] at slot [B,G] (per bank), in place."""
-        self.flat.index_copy_(0, self.index(slot), values.reshape(-1, self.D))
+def bank_mean(cos: torch.Tensor) -> torch.Tensor:
+    """Per-token cosines [...,N+1] -> per-bank similarity [...,2]: the mean over the N perceptual tokens, and
+    the cognitive token's."""
+    return torch.stack([cos[..., :-1].mean(-1), cos[..., -1]], -1)
 
 
 def checked_ids(who: str, step: torch.Tensor, last_id: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
@@ -347,57 +440,3 @@ def checked_ids(who: str, step: torch.Tensor, last_id: torch.Tensor, t: torch.Te
         raise ValueError(f"{who}: frame index t must increase within an episode (repeated or decreasing "
                          f"index): t={t.tolist()}, previous={last_id.tolist()}")
     return t
-
-
-def consolidate(state: State, tok: torch.Tensor, rows: _Rows, item: torch.Tensor, ids: torch.Tensor,
-                ext_sim: torch.Tensor, p: torch.Tensor, weighting: str, similarity: Callable, donate: bool
-                ) -> State:
-    """Shrink time positions [held 0..L-1; new item L] back to L, per bank g: p[b,g] = -1 drops position 0
-    (empty, or FIFO); p >= 0 merges positions p, p+1 into p's slot. The new item takes the slot of the
-    removed position r (0, or p+1); for p = L-1 it is merged straight into the newest entry.
-
-    ``tok`` (the output tokens, already a copy unless donated) is written in place through ``rows``. Returns
-    tokens, count, span (slot-indexed), order and sim (positional: sim[:, j] = similarity of positions j-1, j).
-    """
-    order, count, span = state["order"], state["count"], state["span"]
-    B, L, G = count.shape
-    ar = torch.arange(L, device=tok.device)[None, :, None]  # [1,L,1]
-    merging, pc = p >= 0, p.clamp_min(0)
-    r = torch.where(merging, p + 1, torch.zeros_like(p))  # removed position of [held; new] (L: the new item)
-    b_new = r == L  # the pair's second entry is the new item itself
-    at_ = lambda x, i: x.gather(1, i[:, None])[:, 0]  # noqa: E731  x [B,L,G(,2)] at per-bank position/slot i [B,G]
-    f = at_(order, r.clamp(max=L - 1))  # slot that receives the new item
-    a = at_(order, pc)  # slot of the merged entry
-    ca, cb = at_(count, a), torch.where(b_new, 1, at_(count, f))
-    first_a, last_b = at_(span[..., 0], a), torch.where(b_new, ids[:, None], at_(span[..., 1], f))
-    if weighting == "count":  # size-weighted (rows not merging may hold empty slots: keep them finite)
-        w = ca.to(tok.dtype) / (ca + cb).clamp_min(1).to(tok.dtype)
-    else:
-        w = torch.full_like(ca, 0.5, dtype=tok.dtype)
-    wt = w[:, rows.tb, None]
-    tok_b = torch.where(b_new[:, rows.tb, None], item, rows(f))
-    merged = rows(a) * wt + tok_b * (1 - wt)  # [B,K,D]
-    # the two similarities touching the merged entry: positions (p-1, p) and (p, p+1 of the result)
-    right_pos = pc + 2  # position in [held; new]: L means the new item
-    right = torch.where((right_pos == L)[:, rows.tb, None], item, rows(at_(order, right_pos.clamp(max=L - 1))))
-    left = rows(at_(order, (pc - 1).clamp_min(0)))
-    s_left, s_right = similarity(torch.cat([left, merged]), torch.cat([merged, right])).split(B)  # one call
-    # writes: the new item into slot f, then (merging rows) the merged entry into slot a (a == f when p = L-1)
-    rows.put(f, item)
-    rows.put(a, torch.where(merging[:, rows.tb, None], merged, item))  # not merging: a == f holds the item
-    cnt = count if donate else count.clone()
-    spn = span if donate else span.clone()
-    cnt.scatter_(1, f[:, None], 1)
-    spn.scatter_(1, f[:, None, :, None].expand(B, 1, G, 2), ids.view(B, 1, 1, 1).expand(B, 1, G, 2))
-    cnt.scatter_(1, a[:, None], torch.where(merging, ca + cb, at_(cnt, a))[:, None])
-    a_span = torch.stack([torch.where(merging, first_a, at_(spn[..., 0], a)),
-                          torch.where(merging, last_b, at_(spn[..., 1], a))], -1)
-    spn.scatter_(1, a[:, None, :, None].expand(B, 1, G, 2), a_span[:, None])
-    # positional bookkeeping: drop position r, append slot f as the newest (unchanged when r = L)
-    keep = ar < r[:, None]
-    new_order = torch.where(keep, order, torch.cat([order[:, 1:], f[:, None]], 1))
-    before, at = ar < p[:, None], ar == p[:, None]
-    sim = torch.where(before, torch.cat([torch.zeros_like(ext_sim[:, :1]), ext_sim[:, : L - 1]], 1), ext_sim)
-    sim = torch.where(at, s_left[:, None], sim)
-    sim = torch.where(merging[:, None] & (ar == p[:, None] + 1), s_right[:, None], sim)
-    return {"tokens": tok, "count": cnt, "span": spn, "order": new_order, "sim": sim.masked_fill(ar == 0, 0.0)}

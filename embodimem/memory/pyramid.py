@@ -41,7 +41,7 @@ import torch
 
 from embodimem.memory import register_memory
 from embodimem.memory.base import Memory, MemoryConfig, Readout
-from embodimem.memory.frames import cached_constants, next_frame_ids
+from embodimem.memory.frames import cached_constants, copy_rows_, next_frame_ids
 from embodimem.memory.resample import grid_avg_pool, grid_bilinear
 from embodimem.memory.similarity import adjacent_cosine, cosine_to, first_argmax
 from embodimem.memory.state import State
@@ -171,12 +171,14 @@ class PyramidMemory(Memory):
         self._period = period if period * 2 ** len(self.levels) <= 2 ** 16 else 0  # 0: no lookup tables
         self._tok_keys = [f"tokens_{l}" for l in range(L)]
         # constants, kept per device (plain tensors, not buffers: nothing here belongs in a state_dict)
+        table = cascade_table(c.capacities).long()
         self._host = {
             # entry level of every id residue mod lcm(strides): one lookup per write
             "entry": torch.tensor([next((l for l, s in enumerate(c.strides) if i % s == 0), L - 1)
                                    for i in range(self._period)], dtype=torch.long),
             "strides": torch.tensor(c.strides),
-            "plan": cascade_table(c.capacities),  # [L * 2^L', 4L]
+            # cascade_table plus its entry level as a last column: [L * 2^L', 4L + 1]
+            "plan": torch.cat([table, torch.arange(L).repeat_interleave(2 ** len(self.levels))[:, None]], 1),
             "tok_slot": torch.cat([torch.arange(self.offsets[l], self.offsets[l] + c.capacities[l])
                                    .repeat_interleave(c.grids[l][0] * c.grids[l][1]) for l in self.levels]),
             "tok_level": torch.cat([torch.full((c.capacities[l] * c.grids[l][0] * c.grids[l][1],), l)
@@ -192,7 +194,9 @@ class PyramidMemory(Memory):
             k["ar"] = torch.arange(B, device=device)
             k["arS"] = k["ar"] * sum(self.config.capacities)
             k["arC"] = [k["ar"] * cap for cap in self.config.capacities]
-            if self._period:  # plan by (id % period, full bits): [period, 2^L', 4L]
+            k["slot_base"] = [k["arS"] + off for off in self.offsets]  # [B]: each row's first slot of a level
+            k["zeros"] = torch.zeros(B, dtype=torch.long, device=device)
+            if self._period:  # plan by (id % period, full bits): [period, 2^L', 4L + 1]
                 k["plan_by_res"] = k["plan"].view(-1, 2 ** len(self.levels), k["plan"].shape[1])[k["entry"]]
             return k
 
@@ -259,81 +263,88 @@ class PyramidMemory(Memory):
         ids = self.frame_ids(state, t)
         B, L, S, D = ids.shape[0], len(c.capacities), state["prov"].shape[1], c.dim
         k = self._k(ids.device, B)
-        ar = k["ar"]
-        # the cascade is decided on the pre-write state; plan [B,4L]: new frame here / receives / evicts / opens
+        # the cascade is decided on the pre-write state; plan [B,4L+1]: new frame here / receives / evicts / opens,
+        # then the entry level
         if self._period:
-            res = ids % self._period
-            lvl, plan = k["entry"][res], k["plan_by_res"][res, state["full_bits"]]
+            plan = k["plan_by_res"][ids % self._period, state["full_bits"]]
         else:
-            lvl = self.entry_level(ids)
-            plan = k["plan"][lvl * 2 ** len(self.levels) + state["full_bits"]]
-        n_here, n_recv, n_evict, n_open = (lambda n: (n[:L], n[L:2 * L], n[2 * L:3 * L], n[3 * L:]))(
-            plan.sum(0).tolist())  # the write's one host sync: per level, how many rows do what
+            plan = k["plan"][self.entry_level(ids) * 2 ** len(self.levels) + state["full_bits"]]
+        n = plan.sum(0).tolist()  # the write's one host sync: per level, how many rows do what
+        n_here, n_recv, n_evict, n_open = n[:L], n[L:2 * L], n[2 * L:3 * L], n[3 * L:4 * L]
+
+        def rows(col: int, count: int) -> torch.Tensor | None:
+            """Rows whose plan column is set (None: every row, the common case, which needs no indexing)."""
+            return None if count == B else plan[:, col].nonzero().squeeze(1)
+
+        def pick(v: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
+            return v if r is None else v.index_select(0, r)
+
         out = dict(state)  # untouched levels keep their tensors (never mutated unless donated)
         prov, keys = (state["prov"], state["keys"]) if donate else (state["prov"].clone(), state["keys"].clone())
         full_bits = state["full_bits"]
-        new_prov = None
-        moved = moved_prov = prev = None  # the frames leaving the previous level: tokens [B,T,D], prov [B,2]
+        new_prov = torch.stack([ids, plan[:, 4 * L]], dim=1)
+        # frames leaving the previous level: their rows (None = all), tokens [R,T,D] at grid prev, prov [R,2]
+        moved = moved_rows = moved_prov = prev = None
         for l in range(L):
             if n_recv[l] == 0:
                 moved = None
                 continue
             grid, cap, off = self.grids[l], c.capacities[l], self.offsets[l]
+            # what arrives: frames cascading from the level above and new frames entering here (disjoint rows);
+            # each is resampled for its own rows only
+            parts = []
             if moved is not None:
-                moved = grid_bilinear(moved, prev, grid)
+                parts.append((moved_rows, grid_bilinear(moved, prev, grid), moved_prov))
             if n_here[l]:
-                pooled = grid_avg_pool(x, self.input_grid, grid)
-                if new_prov is None:
-                    new_prov = torch.stack([ids, lvl], dim=1)
-                if moved is not None:  # some rows bring a new frame, others a cascaded one
-                    h = plan[:, l]
-                    inc, inc_prov = torch.where(h[:, None, None], pooled, moved), torch.where(h[:, None], new_prov,
-                                                                                              moved_prov)
-                else:
-                    inc, inc_prov = pooled, new_prov
-            else:
-                inc, inc_prov = moved, moved_prov
+                r = rows(l, n_here[l])
+                parts.append((r, grid_avg_pool(pick(x, r), self.input_grid, grid), pick(new_prov, r)))
+            r, inc, inc_prov = parts[0] if len(parts) == 1 else (torch.cat(v) for v in zip(*parts))
             prev, moved = grid, None
             if cap == 0:  # holds nothing: everything passes straight on
-                moved, moved_prov = inc, inc_prov
+                moved, moved_rows, moved_prov = inc, r, inc_prov
                 continue
-            tok = state[self._tok_keys[l]]
+            tok, slot = state[self._tok_keys[l]], None
             if n_open[l]:  # rows still filling this level take its first empty slot
-                held = (state["prov"][:, off:off + cap, 0] >= 0).sum(1)
-                becomes_full = plan[:, 3 * L + l] & (held == cap - 1)
+                slot = (state["prov"][:, off:off + cap, 0] >= 0).sum(1)
+                becomes_full = plan[:, 3 * L + l].bool() & (slot == cap - 1)
                 full_bits = full_bits | (becomes_full.long() << self.levels.index(l))
             if n_evict[l]:
-                e = self._evict_slot(state["keys"][:, off:off + cap], state["prov"][:, off:off + cap, 0])
+                e = self._evict_slot(state, l, k)
                 if l + 1 < L:  # the last level drops what it evicts
-                    moved = tok.view(B * cap, -1, D).index_select(0, k["arC"][l] + e)
-                    moved_prov = state["prov"].view(B * S, 2).index_select(0, k["arS"] + (off + e))
-                slot = e if n_open[l] == 0 else torch.where(plan[:, 2 * L + l], e, held)
-            else:
-                slot = held
-            r = ar
-            if n_recv[l] < B:  # only some rows receive a frame here
-                r = plan[:, L + l].nonzero().squeeze(1)
-                slot, inc, inc_prov = slot.index_select(0, r), inc.index_select(0, r), inc_prov.index_select(0, r)
+                    moved_rows = rows(2 * L + l, n_evict[l])
+                    er = pick(e, moved_rows)
+                    moved = tok.view(B * cap, -1, D).index_select(
+                        0, (k["arC"][l] if moved_rows is None else moved_rows * cap) + er)
+                    moved_prov = state["prov"].view(B * S, 2).index_select(
+                        0, (k["arS"] if moved_rows is None else moved_rows * S) + (off + er))
+                slot = e if slot is None else torch.where(plan[:, 2 * L + l].bool(), e, slot)
+            slot = pick(slot, r)
             if not donate:
                 tok = tok.clone()
-            tok.view(B * cap, -1, D).index_copy_(0, (k["arC"][l] if r is ar else r * cap) + slot, inc)
+            dst = (k["arC"][l] if r is None else r * cap) + slot
+            copy_rows_(tok.view(B * cap, -1), dst, inc.reshape(len(slot), -1))
             out[self._tok_keys[l]] = tok
-            flat = (k["arS"] if r is ar else r * S) + (off + slot)
+            flat = k["slot_base"][l] + slot if r is None else r * S + (off + slot)
             prov.view(B * S, 2).index_copy_(0, flat, inc_prov)
             keys.view(B * S, D).index_copy_(0, flat, inc.mean(dim=1))
         out.update(prov=prov, keys=keys, full_bits=full_bits, last_id=ids)
         return out
 
-    @staticmethod
-    def _evict_slot(keys: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Slot (in its level) of the earlier frame of the most similar adjacent pair, in time order. int64 [B].
+    def _evict_slot(self, state: State, l: int, k: dict[str, Any]) -> torch.Tensor:
+        """Slot (in level l) of the earlier frame of the most similar adjacent pair, in time order. int64 [B].
 
-        keys [B,C,D]: each frame's mean token at its stored resolution; ids [B,C] frame ids (of a full level)."""
-        B, C = ids.shape
-        if C == 1:
-            return torch.zeros(B, dtype=torch.long, device=ids.device)
-        order = ids.argsort(dim=1)  # time order (ids are unique in a full level; other rows are not used)
-        keys = keys.gather(1, order.unsqueeze(-1).expand(-1, -1, keys.shape[-1]))
+        Frames are keyed by their mean token at the stored resolution (``keys``); only rows whose level is full
+        use the result (frame ids are unique there)."""
+        cap, off = self.config.capacities[l], self.offsets[l]
+        if cap == 1:
+            return k["zeros"]
+        ids = state["prov"][:, off:off + cap, 0]
+        if cap == 2:  # one pair: its earlier frame leaves, whatever the similarity
+            return ids.argmin(dim=1)
+        order = ids.argsort(dim=1)  # time order
+        D = state["keys"].shape[-1]
+        keys = state["keys"].reshape(-1, D).index_select(0, (order + k["slot_base"][l][:, None]).view(-1))
+        keys = keys.view(-1, cap, D)
         j = first_argmax(adjacent_cosine(keys, dim=1), dim=1)  # pair (j, j+1) in time order; ties -> earliest
         return order.gather(1, j.unsqueeze(1)).squeeze(1)
 

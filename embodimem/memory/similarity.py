@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["EPS", "adjacent_cosine", "cosine_to", "first_argmax", "normalize", "paired_cosine"]
+__all__ = ["EPS", "adjacent_cosine", "cosine_to", "first_argmax", "normalize", "normalize_", "paired_cosine"]
 
 EPS = 1e-8  # norm floor: a zero vector has cosine 0 with everything
 
@@ -17,6 +17,12 @@ EPS = 1e-8  # norm floor: a zero vector has cosine 0 with everything
 def normalize(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """x / max(||x||, eps) over the last axis (a zero vector stays zero)."""
     return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(eps)
+
+
+def normalize_(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """``normalize`` in place (same bits). ``(normalize(a) * normalize(b)).sum(-1)`` is ``F.cosine_similarity(a, b,
+    dim=-1)`` bit for bit: it too divides each vector by its clamped norm before the product."""
+    return x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(eps))
 
 
 def adjacent_cosine(x: torch.Tensor, dim: int = 1) -> torch.Tensor:

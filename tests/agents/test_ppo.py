@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 
 import gymnasium as gym
@@ -15,6 +16,8 @@ from embodimem.agents.ppo.policy import MemoryPolicy
 from embodimem.agents.ppo.rollout import Rollout
 from embodimem.agents.ppo.train import first_epoch_ratio_check, train
 from embodimem.memory import available_memories, memory_config_class
+from embodimem.memory.cognitive import CognitiveMemory
+from embodimem.memory.pyramid import PyramidMemory
 
 
 def small_memory_args(name: str) -> dict:
@@ -122,6 +125,47 @@ def test_resume_is_exact_with_picklable_envs(tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert torch.equal(a["extra"]["obs"][""], b["extra"]["obs"][""])
+
+
+# memories whose write updates a donated state in place: class, small config for a vector observation, tokens
+DONATING = {"pyramid": (PyramidMemory, {"capacities": [2, 2, 3], "strides": [4, 2, 1]}, 4),
+            "cognitive": (CognitiveMemory, {"capacity": 4, "read_layers": 1, "num_heads": 2, "ffn_mult": 2,
+                                            "time_dim": 8}, 3)}
+
+
+@pytest.mark.parametrize("memory", sorted(DONATING))
+def test_donated_rollouts_match_functional_ones(tmp_path, monkeypatch, memory):
+    """The rollout donates its memory state to ``act`` (updated in place); the chunk-start states saved for
+    truncated BPTT must not change with it, so training gives exactly what functional acts give."""
+    cls, args, tokens = DONATING[memory]
+    donated = []
+    write, act = cls.write, MemoryPolicy.act
+
+    @functools.wraps(write)  # keeps write's signature, which tells the policy that it takes ``donate``
+    def spy(self, state, item, **kw):
+        donated.append(kw.get("donate", False))
+        return write(self, state, item, **kw)
+
+    def run(name):
+        cfg = _cfg(tmp_path / name, memory, 2 * 256, checkpoint_every=1)
+        cfg.policy.memory_args, cfg.policy.vector_tokens = args, tokens
+        donated.clear()
+        train(cfg, env_fns=[CueRecall for _ in range(8)])
+        return torch.load(sorted((cfg.run_dir / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+
+    monkeypatch.setattr(cls, "write", spy)
+    a = run("donated")
+    assert any(donated), "the rollout donates its memory state"
+    def functional_act(self, obs, mem, is_first, donate=False):
+        return act(self, obs, mem, is_first)
+
+    monkeypatch.setattr(MemoryPolicy, "act", functional_act)
+    b = run("functional")
+    assert not any(donated)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["extra"]["memory"]:
+        assert torch.equal(a["extra"]["memory"][k], b["extra"]["memory"][k]), k
 
 
 def test_incompatible_checkpoint_names_the_field(tmp_path):
