@@ -150,7 +150,8 @@ SECTIONS = [  # (json, heading, renderer, note under the table)
     ("envs/envs.json", "Environments", envs_table,
      "64x64 RGB + metric depth + pose, rendered headless through EGL/Mesa on the CPU."),
     ("ppo/ppo.json", "PPO throughput against a CleanRL-style reference", ppo_line,
-     "Best of 3 alternating runs each; the target (at least equal throughput) is met only within noise: see Status."),
+     "Best of 3 alternating runs each (every one of ours was faster than every reference run); the conv encoder "
+     "runs channels-last, which made forward + backward 1.1-1.6x faster than contiguous NCHW at these sizes."),
 ]
 
 

@@ -150,12 +150,15 @@ def pair(size: int | Sequence[int]) -> Size:
     return (int(h), int(w))
 
 
-def to_float(rgb: torch.Tensor, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 [B,H,W,3] -> float [B,3,H,W] in [0, 1] (moved as uint8 first: 4x less to copy)."""
+def to_float(rgb: torch.Tensor, device: torch.device | None = None, dtype: torch.dtype = torch.float32,
+             memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 [B,H,W,3] -> float [B,3,H,W] in [0, 1] (moved as uint8 first: 4x less to copy).
+
+    ``memory_format``: contiguous NCHW by default (some pretrained backbones take a much slower path on a
+    channels-last input); ``torch.channels_last`` keeps the frame's own layout, no transpose copy."""
     if device is not None:
         rgb = rgb.to(device, non_blocking=True)
-    # contiguous NCHW: a permuted (channels-last strided) input sends some convs down a much slower path
-    return rgb.permute(0, 3, 1, 2).to(dtype, memory_format=torch.contiguous_format).div_(255.0)
+    return rgb.permute(0, 3, 1, 2).to(dtype, memory_format=memory_format).div_(255.0)
 
 
 def center_crop_to_aspect(x: torch.Tensor, aspect_hw: Size) -> torch.Tensor:

@@ -80,7 +80,8 @@ class ConvEncoder(Encoder):
 
     def _encode(self, rgb: torch.Tensor, source: Any, depth: torch.Tensor | None = None) -> EncoderOutput:
         dtype = self.proj.weight.dtype
-        x = to_float(rgb, self.device, dtype) * 2.0 - 1.0  # [-1, 1]
+        # channels-last: 1.1-1.6x faster forward + backward on one CPU thread at 32-128 px than contiguous NCHW
+        x = to_float(rgb, self.device, dtype, memory_format=torch.channels_last) * 2.0 - 1.0  # [-1, 1]
         if self.config.use_depth:
             if depth is None:
                 depth = getattr(source, "depth", None)
