@@ -6,8 +6,7 @@ Layout of a run::
         config.yaml          resolved config (written atomically)
         metrics.jsonl        one JSON object per line: {"step", "time", "elapsed", <metrics>}
         checkpoints/         step_0000001000.pt ... (see embodimem.checkpoint)
-        videos/
-        eval/per_episode.jsonl, eval/summary.json
+        eval/per_episode.jsonl, eval/summary.json, eval/videos/ (written by embodimem eval)
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ class RunDir:
             raise FileExistsError(f"run directory {self.path} already exists and is not empty; pass resume=True "
                                   "(--resume) to continue it, or choose another path")
         self.resumed = has_content
-        for d in (self.path, self.checkpoints_dir, self.videos_dir, self.eval_dir):
+        for d in (self.path, self.checkpoints_dir, self.eval_dir):
             d.mkdir(parents=True, exist_ok=True)
         if config is not None:
             self.save_config(config)
@@ -80,10 +79,6 @@ class RunDir:
     @property
     def checkpoints_dir(self) -> Path:
         return self.path / "checkpoints"
-
-    @property
-    def videos_dir(self) -> Path:
-        return self.path / "videos"
 
     @property
     def eval_dir(self) -> Path:

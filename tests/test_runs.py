@@ -33,8 +33,9 @@ class Cfg:
 def test_rundir_layout_and_naming(tmp_path: Path) -> None:
     run = RunDir(name="exp", root=tmp_path, timestamp=WHEN, config=Cfg())
     assert run.path == tmp_path / "exp-20260102-030405" and not run.resumed
-    for d in (run.checkpoints_dir, run.videos_dir, run.eval_dir):
+    for d in (run.checkpoints_dir, run.eval_dir):
         assert d.is_dir()
+    assert not (run.path / "videos").exists()  # eval writes its videos under eval/videos
     assert run.per_episode_path == run.path / "eval" / "per_episode.jsonl"
     assert run.summary_path == run.path / "eval" / "summary.json"
     assert run.metrics_path.name == "metrics.jsonl" and run.load_config(Cfg) == Cfg()
