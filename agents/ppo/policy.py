@@ -7,7 +7,6 @@ reproduces the rollout's log-probabilities exactly (tests check it for every mem
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +103,6 @@ class MemoryPolicy(nn.Module):
         feat = D
         if cfg.memory != "none":
             self.memory = make_memory(memory_config(cfg, n_tokens if cfg.memory_tokens == "grid" else 1))
-            self._donates = "donate" in inspect.signature(self.memory.write).parameters
             g = torch.Generator().manual_seed(0)
             self.geometry_keys = tuple(self.memory.example_inputs(1, 1, g)[1].keys())
             missing = [k for k in self.geometry_keys if not isinstance(obs_space, gym.spaces.Dict) or k not in obs_space.spaces]
@@ -152,7 +150,7 @@ class MemoryPolicy(nn.Module):
             feat = enc.pooled
         else:
             geo = {k: obs[k] for k in self.geometry_keys}
-            hand_over = {"donate": True} if donate and self._donates else {}  # for write (read ignores it)
+            hand_over = {"donate": True} if donate and self.memory.accepts_donate else {}  # for write (read ignores it)
             readout, mem = self.memory.step(mem, self._written(enc), is_first=is_first, **geo, **hand_over)
             feat = self._condition(enc.pooled, readout)
         return self.actor(feat), self.critic(feat).squeeze(-1), mem

@@ -13,7 +13,6 @@ shared machine the CPU-time ratio is the steadier one.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -122,7 +121,7 @@ def bench_bank(name: str, B: int, cfg: Config, device: torch.device) -> dict[str
     frames, kws = _inputs(mem, B, cfg, device)
     row: dict[str, Any] = {"B": B}
     modes = {"functional": False}
-    if "donate" in inspect.signature(mem.write).parameters:
+    if mem.accepts_donate:
         modes["donate"] = True
     boxes = {mode: {"s": mem.init_state(B, device=device)} for mode in modes}
 

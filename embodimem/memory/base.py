@@ -7,6 +7,8 @@ flagged ``is_first`` itself, and never stores an autograd graph in that state. S
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -128,6 +130,13 @@ class Memory(nn.Module):
     def readout_dim(self) -> int:
         """Width of the readout tokens (``config.dim`` unless the memory documents otherwise)."""
         return self.config.dim
+
+    @functools.cached_property
+    def accepts_donate(self) -> bool:
+        """Whether ``write`` takes ``donate=True`` (update the given state in place instead of copying it).
+
+        Looked up once per instance: rollouts ask on every step."""
+        return "donate" in inspect.signature(self.write).parameters
 
     def example_inputs(self, batch_size: int, steps: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
         """Random inputs for tests and benchmarks: x [B,T,N,D] plus per-step keyword arguments ([B,T,...])."""
