@@ -53,7 +53,8 @@ def summarise(results: dict, memories: list[str], seeds: list[int]) -> dict:
     """Per memory: mean and 95% t-interval over seeds of each eval metric, the seed count and the memory_args."""
     table = {}
     for memory in memories:
-        runs = [results["runs"][f"{memory}/{s}"]["eval"] for s in seeds if f"{memory}/{s}" in results["runs"]]
+        records = [results["runs"][f"{memory}/{s}"] for s in seeds if f"{memory}/{s}" in results["runs"]]
+        runs = [r["eval"] for r in records]
         if runs:
             table[memory] = {m: mean_ci([r[m] for r in runs]) for m in METRICS if all(m in r for r in runs)}
             for m in ("success", "spl"):  # rates: a t-interval over 3 seeds can leave [0, 1]; clip it
@@ -61,8 +62,7 @@ def summarise(results: dict, memories: list[str], seeds: list[int]) -> dict:
                     mu, lo, hi = table[memory][m]
                     table[memory][m] = (mu, max(0.0, lo), min(1.0, hi))
             table[memory]["seeds"] = len(runs)
-            args = {json.dumps(results["runs"][f"{memory}/{s}"].get("memory_args", {}), sort_keys=True)
-                    for s in seeds if f"{memory}/{s}" in results["runs"]}
+            args = {json.dumps(r.get("memory_args", {}), sort_keys=True) for r in records}
             if len(args) > 1:
                 raise ValueError(f"{memory}: runs with different memory_args {sorted(args)} in one table")
             table[memory]["memory_args"] = json.loads(args.pop())
