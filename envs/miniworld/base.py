@@ -126,7 +126,8 @@ class NavTaskEnv(MiniWorldEnv):
 
     @property
     def _potential_cache(self) -> dict[tuple[int, int, int], float]:
-        """(phase, row, col) -> geodesic metres to the shaping targets, shared by the envs of a process on one world."""
+        """(phase, row, col) -> metres still to walk (to the nearest target + its extra), shared by a process's envs
+        on one world."""
         cache = self.__dict__.get("_shared_potentials")
         if cache is None:
             L = self.layout
@@ -141,17 +142,17 @@ class NavTaskEnv(MiniWorldEnv):
         The targets are fixed per phase and world, so shaping costs shortest paths once per new cell for all the
         envs of a process on the same world, not per step.
         """
-        targets, extra = self._shaping_targets()
-        if not targets:
-            return 0.0
         cell = tuple(int(v) for v in self.grid.cells(self.agent_pos))
         key = (self.phase, *cell)
         d = self._potential_cache.get(key)
-        if d is None:
+        if d is None:  # the targets are only built on a miss
+            targets, extra = self._shaping_targets()
+            if not targets:
+                return 0.0
             centre = np.asarray(self.grid.origin) + (np.array([cell[1], cell[0]]) + 0.5) * self.grid.resolution
-            d = self._potential_cache[key] = min(M.shortest_path(self.grid, centre, np.asarray(t))[0]
-                                                 for t in targets)
-        return -(d + extra)
+            d = self._potential_cache[key] = extra + min(M.shortest_path(self.grid, centre, np.asarray(t))[0]
+                                                         for t in targets)
+        return -d
 
     def _prepare_layout(self, layout: Layout) -> Layout:
         """Adjust the layout once at construction (e.g. stretch it); default: unchanged."""
