@@ -40,11 +40,16 @@ class Rollout:
         return bool(self.infos and self.infos[-1]["is_success"])
 
 
-def steer(pos, heading: float, target, turn_deg: float) -> int:
-    """Discrete action toward target [2] from pos [2] (x, z) and heading (radians): turn if off by > turn/2."""
+def bearing_error(pos, heading: float, target) -> float:
+    """Signed turn (radians, in [-pi, pi), positive = left) that would face target [2] from pos [2] (x, z)."""
     dx, dz = float(target[0] - pos[0]), float(target[1] - pos[1])
     err = math.atan2(-dz, dx) - heading  # heading 0 walks +x, +90 degrees walks -z
-    err = (err + math.pi) % (2 * math.pi) - math.pi
+    return (err + math.pi) % (2 * math.pi) - math.pi
+
+
+def steer(pos, heading: float, target, turn_deg: float) -> int:
+    """Discrete action toward target [2] from pos [2] (x, z) and heading (radians): turn if off by > turn/2."""
+    err = bearing_error(pos, heading, target)
     tol = math.radians(turn_deg) / 2 + 1e-3
     if err > tol:
         return TURN_LEFT
@@ -68,7 +73,10 @@ def solver_grid(env, exclude: Any = None, margin: float = 0.15) -> M.OccupancyGr
         if ent is env.agent or ent is exclude or not getattr(ent, "radius", 0):
             continue
         d2 = (xs[None, :] - ent.pos[0]) ** 2 + (zs[:, None] - ent.pos[2]) ** 2
-        free &= d2 >= (ent.radius + r) ** 2
+        # keep out of touching range too: touching a wrong object can end the episode, and with coarse forward
+        # steps that range (1.1 steps beyond both radii) is wider than the collision radius
+        keep_off = max(ent.radius + r, env._reach(ent.radius) + margin) if hasattr(env, "_reach") else ent.radius + r
+        free &= d2 >= keep_off ** 2
     return M.OccupancyGrid(free, base.origin, base.resolution)
 
 
@@ -78,10 +86,12 @@ class WaypointFollower:
     def __init__(self, env, leg: Leg, margin: float = 0.15):
         self.env, self.leg, self.margin = env, leg, margin
         self.stuck = 0
+        self.seen: set[tuple[float, float, float]] = set()  # poses this leg has acted from
         self._plan()
 
     def _plan(self) -> None:
-        grid = solver_grid(self.env, self.leg.target_entity, self.margin)
+        self.grid = grid = solver_grid(self.env, self.leg.target_entity, self.margin)
+        self.nudge: list[int] = []
         pos = self.env.agent_pos
         length, pts = M.shortest_path(grid, pos, np.asarray(self.leg.target, dtype=np.float64))
         if not math.isfinite(length):
@@ -93,10 +103,22 @@ class WaypointFollower:
     def act(self) -> int:
         """The next action (never STOP)."""
         e = self.env
+        if self.nudge:
+            return self.nudge.pop(0)
         pos = e.agent_pos
         reach = max(0.5 * e._fwd, 0.1)
-        while len(self.waypoints) > 1 and np.linalg.norm(self.waypoints[0] - pos) < reach:
+        # Drop a waypoint once it is reached or the next one is in (margin-safe) sight: a coarse forward step
+        # can overshoot a corner by more than `reach`, and turning back to it would oscillate for ever.
+        while len(self.waypoints) > 1 and (np.linalg.norm(self.waypoints[0] - pos) < reach
+                                           or bool(self.grid.line_of_sight(pos, self.waypoints[1]))):
             self.waypoints.pop(0)
+        # Steering within half a turn can drift off the planned line (into a wrong object's touching range, say):
+        # re-plan from here -- but only from a pose not seen before in this leg, or a re-plan that sends us back
+        # round a corner we just overshot would repeat for ever.
+        pose = (round(float(pos[0]), 3), round(float(pos[1]), 3), round(float(e.agent.dir), 3))
+        if pose not in self.seen and self.grid.is_free(pos) and not bool(self.grid.line_of_sight(pos, self.waypoints[0])):
+            self._plan()
+        self.seen.add(pose)
         return steer(pos, e.agent.dir, self.waypoints[0], e._turn)
 
     def moved(self, action: int, before: np.ndarray) -> None:
@@ -108,6 +130,12 @@ class WaypointFollower:
         if self.stuck > 6:
             raise RuntimeError(f"{self.env.TASK} solver: stuck at {self.env.agent_pos} heading to {self.leg.target}")
         self._plan()
+        # Blocked although steering says "forward": the heading is within half a turn of the waypoint but grazes
+        # a wall. Turn one step past the waypoint's bearing (away from the side we were off on) and try again;
+        # repeated blocks alternate sides.
+        err = bearing_error(self.env.agent_pos, self.env.agent.dir, self.waypoints[0])
+        left = (err >= 0) == (self.stuck % 2 == 1)
+        self.nudge = [TURN_LEFT if left else TURN_RIGHT, FORWARD]
 
 
 def run_solver(env: gym.Env, *, seed: int | None = None, options: dict[str, Any] | None = None,

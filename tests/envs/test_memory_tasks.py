@@ -180,3 +180,21 @@ def test_long_delay_is_still_solvable_and_memoryless_identical():
     runs = [run_solver(env, seed=4, options={"cue": c}, stop_at_decision=True) for c in (0, 1)]
     _same_observation(runs[0].observations[runs[0].decision_index], runs[1].observations[runs[1].decision_index])
     assert run_solver(env, seed=4).success
+
+
+@pytest.mark.parametrize("preset", ["tmaze", "object_recall"])
+def test_scripted_solver_succeeds_at_the_preset_move_sizes(preset):
+    """With coarse moves (0.3 m, 30 deg) the solver used to overshoot corners and turn back for ever, and to drift
+    into a wrong crate's touching range: every cue of several seeds is solved at each training preset's settings."""
+    from pathlib import Path
+
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).parents[2] / "configs" / f"{preset}.yaml").read_text())
+    env = gym.make(cfg["env"], **{**cfg["env_args"], "obs_width": 16, "obs_height": 16})
+    option, n = next((t[2], t[3]) for t in TASKS if t[0] == cfg["env"])
+    assert env.unwrapped._fwd >= 0.3 and env.unwrapped._turn >= 30.0  # the coarse regime this test is about
+    for seed in range(5):
+        for c in range(n):
+            ro = run_solver(env, seed=seed, options={option: c})
+            assert ro.success, f"{preset}: seed {seed}, {option} {c}: {len(ro.actions)} steps, no success"
