@@ -57,3 +57,32 @@ def test_bad_config():
         make_memory("recurrent", dim=4, cell="rnn")
     with pytest.raises(ValueError, match="hidden"):
         make_memory("recurrent", dim=4, hidden=0)
+    with pytest.raises(ValueError, match="keep_bias"):
+        make_memory("recurrent", dim=4, keep_bias=100.0)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_keep_bias_sets_the_fraction_of_state_kept_per_step(cell):
+    """With weights and the other biases zeroed, the init leaves only keep_bias: a GRU keeps sigmoid(b) * h
+    (z = sigmoid(b), candidate tanh(0) = 0); an LSTM keeps sigmoid(b) * c (forget gate sigmoid(b), g = 0)."""
+    b = 2.5
+    mem = make_memory("recurrent", dim=3, hidden=5, cell=cell, keep_bias=b)
+    plain = make_memory("recurrent", dim=3, hidden=5, cell=cell)
+    bias = mem.cell.bias_ih.detach().clone()
+    with torch.no_grad():
+        for p in (mem.cell.weight_ih, mem.cell.weight_hh, mem.cell.bias_hh):
+            p.zero_()
+        mem.cell.bias_ih.zero_()
+        mem.cell.bias_ih[5:10] = b
+    h0, c0 = torch.randn(2, 5), torch.randn(2, 5)
+    x = torch.randn(2, 3)
+    keep = torch.sigmoid(torch.tensor(b))
+    if cell == "gru":
+        torch.testing.assert_close(mem.cell(x, h0), keep * h0)
+    else:
+        _, c1 = mem.cell(x, (h0, c0))
+        torch.testing.assert_close(c1, keep * c0)
+    # the init shifted exactly the keep gate's slice of a default-initialised bias (range of U(-1/sqrt(H), ..))
+    bound = 5 ** -0.5
+    assert ((bias[5:10] - b).abs() <= bound).all() and (bias[:5].abs() <= bound).all()
+    assert plain.config.keep_bias == 0.0 and (plain.cell.bias_ih.abs() <= bound).all()
