@@ -18,6 +18,7 @@ commands:
   doctor                per optional backend: installed or not, why, and how to fix
   train [flags]         PPO with any registered memory (torchrun-ready); writes a run directory
   eval [flags]          evaluate a run: per_episode.jsonl, summary.json (95% intervals), videos
+  probe [flags]         does a run's policy carry the cue to the decision point (linear probes), and use it?
   plot [flags]          learning curves, mean and 95% interval over seeds, grouped by memory
   bench <kind> [flags]  benchmarks: memory (throughput, latency, bytes, growth in T, batch scaling),
                         attention (hcam vs full attention), video-banks (batched vs per-stream lists),
@@ -109,6 +110,16 @@ def cmd_eval(args: list[str]) -> int:
     return 0
 
 
+def cmd_probe(args: list[str]) -> int:
+    """Linear cue probes at a MiniWorld task's decision point; prints the result."""
+    import json
+
+    from embodimem.agents.ppo.probe import ProbeConfig, probe
+
+    print(json.dumps(probe(_parse(ProbeConfig, args, "embodimem probe")), indent=2))
+    return 0
+
+
 def cmd_plot(args: list[str]) -> int:
     """Learning curves (mean and 95% interval over seeds) from run directories."""
     from embodimem.plotting import PlotConfig, plot
@@ -118,7 +129,8 @@ def cmd_plot(args: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "info": cmd_info, "doctor": cmd_doctor, "bench": cmd_bench, "train": cmd_train, "eval": cmd_eval, "plot": cmd_plot,
+    "info": cmd_info, "doctor": cmd_doctor, "bench": cmd_bench, "train": cmd_train, "eval": cmd_eval, "probe": cmd_probe,
+    "plot": cmd_plot,
 }
 
 

@@ -99,6 +99,7 @@ class NavTaskEnv(MiniWorldEnv):
         self.layout = self._prepare_layout(base)
         self.start_jitter = bool(start_jitter)
         self._opts: dict[str, Any] = {}
+        self.option_sizes: dict[str, int] = {}  # each reset option's number of values, known after a reset
         self.instruction = ""
         self._grid: M.OccupancyGrid | None = None
         params = DEFAULT_PARAMS.no_random()
@@ -215,6 +216,7 @@ class NavTaskEnv(MiniWorldEnv):
     def _option(self, name: str, n: int) -> int:
         """The cue: ``options[name]`` if given (checked to be in [0, n)), else drawn uniformly from np_random."""
         drawn = int(self.np_random.integers(n))  # always drawn, so an override leaves the rest of the episode equal
+        self.option_sizes[name] = n
         if name not in self._opts:
             return drawn
         v = self._opts[name]
