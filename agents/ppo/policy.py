@@ -145,15 +145,19 @@ class MemoryPolicy(nn.Module):
 
         ``donate=True`` hands ``mem`` over: a memory whose ``write`` takes ``donate`` updates its tensors in place
         instead of copying them (same values), so the caller must not use ``mem`` again; others ignore it."""
+        _, _, feat, mem = self.step_features(obs, mem, is_first, donate)
+        return self.actor(feat), self.critic(feat).squeeze(-1), mem
+
+    def step_features(self, obs: dict[str, torch.Tensor], mem: State, is_first: torch.Tensor, donate: bool = False
+                      ) -> tuple[EncoderOutput, Any, torch.Tensor, State]:
+        """One step up to the heads: (encoder output, memory readout or None, head input [B,F], new memory state)."""
         enc = self._encode(obs[self.obs_key] if self.obs_key else obs[""])
         if self.memory is None:
-            feat = enc.pooled
-        else:
-            geo = {k: obs[k] for k in self.geometry_keys}
-            hand_over = {"donate": True} if donate and self.memory.accepts_donate else {}  # for write (read ignores it)
-            readout, mem = self.memory.step(mem, self._written(enc), is_first=is_first, **geo, **hand_over)
-            feat = self._condition(enc.pooled, readout)
-        return self.actor(feat), self.critic(feat).squeeze(-1), mem
+            return enc, None, enc.pooled, mem
+        geo = {k: obs[k] for k in self.geometry_keys}
+        hand_over = {"donate": True} if donate and self.memory.accepts_donate else {}  # for write (read ignores it)
+        readout, mem = self.memory.step(mem, self._written(enc), is_first=is_first, **geo, **hand_over)
+        return enc, readout, self._condition(enc.pooled, readout), mem
 
     # ----- a [B,T] chunk (update) -----------------------------------------------------------------------
     def evaluate(self, obs: dict[str, torch.Tensor], mem0: State, is_first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -99,18 +99,12 @@ def walk_features(policy: MemoryPolicy, rollout: Any) -> tuple[dict[str, np.ndar
     out: dict[str, np.ndarray] = {}
     for t, obs in enumerate(rollout.observations[: rollout.decision_index + 1]):
         row = {k: torch.as_tensor(np.asarray(obs[k]))[None] for k in policy.obs_keys}
-        enc = policy.encoder(row[policy.obs_key] if policy.obs_key else row[""])
+        enc, readout, feat, mem = policy.step_features(row, mem, first)
         if t == 0:
             out["first_frame"] = enc.pooled[0].numpy()
-        if policy.memory is None:
-            feat = enc.pooled
-        else:
-            geo = {k: row[k] for k in policy.geometry_keys}
-            readout, mem = policy.memory.step(mem, policy._written(enc), is_first=first, **geo)
-            feat = policy._condition(enc.pooled, readout)
         first[:] = False
     out["decision_frame"] = enc.pooled[0].numpy()
-    if policy.memory is not None:
+    if readout is not None:
         m = readout.mask.unsqueeze(-1).to(readout.tokens.dtype)
         out["memory_readout"] = ((readout.tokens * m).sum(-2) / m.sum(-2).clamp(min=1.0))[0].reshape(-1).numpy()
     out["policy_input"] = feat[0].numpy()
